@@ -1,0 +1,30 @@
+# skyloc: the two commands are `make demo` and `make test`; both bootstrap a fresh machine.
+SHELL := /bin/bash
+ENV := set +u; source .venv/bin/activate && source install/setup.bash && \
+       export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST &&
+
+.PHONY: demo test sim bench build bootstrap flake8 check-launch clean
+
+build bootstrap:
+	@./scripts/bootstrap.sh
+
+demo: build
+	@$(ENV) python -m skyloc_sim.demo $(DEMO_ARGS)
+
+test: build
+	@./scripts/test.sh
+
+sim: build
+	@$(ENV) skyloc run sim $(SIM_ARGS)
+
+bench: build
+	@$(ENV) python bench/run.py $(BENCH_ARGS)
+
+flake8: build
+	@$(ENV) flake8 --max-line-length 99 src launch training bench scripts
+
+check-launch: build
+	@$(ENV) skyloc check-launch
+
+clean:
+	rm -rf build install log

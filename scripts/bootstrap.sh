@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Bootstrap the skyloc workspace: .venv with pinned wheels, CMake path fix, colcon build.
+# Idempotent and quick when already done: the venv is rebuilt only when requirements.txt changes.
+set -eo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+STAMP=$VENV/.skyloc-requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  echo "[bootstrap] creating $VENV from requirements.txt (first run: about a minute)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  # The generator wheels' CMake files name the wheel build machine's interpreter: re-point them.
+  PYINC=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  NPINC=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
+  grep -rl /opt/python/cp311-cp311 "$VENV/share" --include='*.cmake' 2>/dev/null | xargs -r sed -i \
+    -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g" \
+    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g"
+  # `skyloc` on PATH inside the venv: runs the graph runner in the built workspace.
+  cat > "$VENV/bin/skyloc" <<WRAP
+#!/usr/bin/env bash
+# skyloc graph runner (installed by scripts/bootstrap.sh)
+if [ -z "\$SKYLOC_ENV" ]; then
+  set +u; . "$VENV/bin/activate"; . "$ROOT/install/setup.bash"; export SKYLOC_ENV=1
+fi
+exec python -m skyloc_sim.runner "\$@"
+WRAP
+  chmod +x "$VENV/bin/skyloc"
+  echo "$want" > "$STAMP"
+fi
+
+set +u
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+export AMENT_PREFIX_PATH=$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}
+export CMAKE_PREFIX_PATH=$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+echo "[bootstrap] colcon build --symlink-install"
+colcon --log-base log build --symlink-install --event-handlers console_cohesion- summary+ \
+  --cmake-args -DBUILD_TESTING=OFF 2>&1 | grep -v -E '^\s*$' | tail -n 15
+echo "[bootstrap] ready: source .venv/bin/activate && source install/setup.bash"

@@ -1,0 +1,1 @@
+"""LIDAR occupancy mapping, boustrophedon coverage planning, replanning and path following."""

@@ -1,0 +1,1 @@
+"""Camera image to place descriptor: query normalisation, ViT/RootSIFT backbones, VLAD, the embedder node."""

@@ -1,0 +1,107 @@
+"""Node `demo_pilot`: an open-loop lawnmower flight on /cmd_vel for the simulator demo.
+
+Take-off to `altitude`, then `legs` straight legs of `leg_length` joined by 90-degree turns
+and `leg_spacing` side steps, then a hover. It reads no pose at all (dead reckoning from its
+own commands, in sim time): the mission node of a later issue flies on the pipeline's pose.
+"""
+
+from dataclasses import dataclass
+import math
+
+from geometry_msgs.msg import Twist
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rcl_interfaces.msg import ParameterDescriptor
+
+PARAMETERS = [
+    ('altitude', 100.0, 'Cruise altitude above ground, m'),
+    ('climb_rate', 3.0, 'Climb rate during take-off, m/s'),
+    ('leg_length', 300.0, 'Length of each lawnmower leg, m'),
+    ('leg_spacing', 80.0, 'Distance between legs, m'),
+    ('legs', 4, 'Number of legs'),
+    ('speed', 10.0, 'Cruise speed, m/s'),
+    ('yaw_rate', 0.5, 'Turn rate at the end of a leg, rad/s'),
+]
+
+
+@dataclass
+class Segment:
+    duration: float
+    vx: float = 0.0
+    vz: float = 0.0
+    wz: float = 0.0
+    label: str = ''
+
+
+def lawnmower_plan(altitude, climb_rate, leg_length, leg_spacing, legs, speed, yaw_rate):
+    """Timed command segments (body frame) of the demo flight."""
+    plan = [Segment(altitude / climb_rate, vz=climb_rate, label='takeoff'),
+            Segment(2.0, label='hover')]
+    turn = (math.pi / 2) / yaw_rate
+    for i in range(legs):
+        plan.append(Segment(leg_length / speed, vx=speed, label=f'leg {i + 1}/{legs}'))
+        if i == legs - 1:
+            break
+        direction = 1.0 if i % 2 == 0 else -1.0
+        plan.append(Segment(turn, wz=direction * yaw_rate, label='turn'))
+        plan.append(Segment(leg_spacing / speed, vx=speed, label='step'))
+        plan.append(Segment(turn, wz=direction * yaw_rate, label='turn'))
+    plan.append(Segment(math.inf, label='hover'))
+    return plan
+
+
+class DemoPilot(Node):
+    """Publishes the timed lawnmower plan on /cmd_vel at 10 Hz (sim time)."""
+
+    def __init__(self, **kwargs):
+        super().__init__('demo_pilot', **kwargs)
+        for name, default, description in PARAMETERS:
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        p = {name: self.get_parameter(name).value for name, _, _ in PARAMETERS}
+        for name in ('altitude', 'climb_rate', 'speed', 'yaw_rate'):
+            if not p[name] > 0:
+                raise ValueError(f"parameter '{name}' must be positive, got {p[name]}")
+        self.plan = lawnmower_plan(**p)
+        self.cmd_pub = self.create_publisher(Twist, '/cmd_vel', 10)
+        self.start = None
+        self.segment = -1
+        self.create_timer(0.1, self._tick)
+        self.get_logger().info(f'demo flight: {len(self.plan)} segments, '
+                               f'{sum(s.duration for s in self.plan[:-1]):.0f} s')
+
+    def _tick(self):
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if now <= 0.0:
+            return  # no /clock yet
+        if self.start is None:
+            self.start = now
+        elapsed = now - self.start
+        index, t = 0, 0.0
+        while t + self.plan[index].duration < elapsed:
+            t += self.plan[index].duration
+            index += 1
+        seg = self.plan[index]
+        if index != self.segment:
+            self.segment = index
+            self.get_logger().info(f'{seg.label} at t={elapsed:.1f} s')
+        cmd = Twist()
+        cmd.linear.x, cmd.linear.z, cmd.angular.z = seg.vx, seg.vz, seg.wz
+        self.cmd_pub.publish(cmd)
+
+
+NODE_CLASS = DemoPilot
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = DemoPilot()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()

@@ -1,0 +1,293 @@
+"""`skyloc`: run a graph of config/graphs/ without `ros2 launch`, and check launch files.
+
+    skyloc run GRAPH [--duration S] [--domain-id N] [--record DIR] [--single-process]
+                     [ARG:=VALUE ...]
+    skyloc check-launch [LAUNCH_FILE ...]
+
+`run` starts every node of the graph as its own process (the executable colcon installed,
+with the graph's params file, parameters and remappings, exactly what launch/<graph>.launch.py
+does), prefixes each output line with the node name, stops all on Ctrl-C or after the
+duration, and exits non-zero if any node died. `--single-process` runs all nodes in this
+process on one executor instead (a Pi's memory budget: a bare rclpy process is ~69 MB).
+"""
+
+import argparse
+import importlib
+import importlib.metadata
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from skyloc_sim.graph import GraphError, load_graph, truthy, workspace_root
+
+COLOURS = ['36', '33', '35', '32', '34', '31', '96', '93']
+
+
+def _yaml_value(value):
+    """A parameter value as a `-p name:=value` literal that keeps strings strings."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if text.lower() in ('true', 'false'):
+        return text.lower()
+    try:
+        float(text)
+        return text
+    except ValueError:
+        return "'" + text.replace("'", "''") + "'"
+
+
+def ros_arguments(graph, spec, values):
+    """The --ros-args of one node (what launch_ros.actions.Node would pass)."""
+    args = ['--ros-args', '-r', f'__node:={spec.name}']
+    params_file = graph.node_params_file(spec, values)
+    if params_file:
+        if not os.path.isfile(params_file):
+            raise GraphError(f"node '{spec.name}': params file not found: {params_file}")
+        args += ['--params-file', params_file]
+    for name, value in graph.node_parameters(spec, values).items():
+        args += ['-p', f'{name}:={_yaml_value(value)}']
+    for src, dst in spec.remap_pairs():
+        args += ['-r', f'{src}:={dst}']
+    return args
+
+
+def executable_path(package, executable):
+    """The installed executable of a package (install/<pkg>/lib/<pkg>/<exe>)."""
+    from ament_index_python.packages import get_package_prefix, PackageNotFoundError
+    try:
+        prefix = get_package_prefix(package)
+    except PackageNotFoundError as exc:
+        raise GraphError(f"package '{package}' is not installed (source install/setup.bash)") \
+            from exc
+    path = os.path.join(prefix, 'lib', package, executable)
+    if not os.access(path, os.X_OK):
+        raise GraphError(f"package '{package}' has no executable '{executable}' ({path})")
+    return path
+
+
+def node_class(package, executable):
+    """The Node class behind a console script: its module's NODE_CLASS."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise GraphError(f"package '{package}' is not installed") from exc
+    for entry in dist.entry_points:
+        if entry.group == 'console_scripts' and entry.name == executable:
+            module = importlib.import_module(entry.value.split(':')[0])
+            cls = getattr(module, 'NODE_CLASS', None)
+            if cls is None:
+                raise GraphError(f'{entry.value}: module defines no NODE_CLASS for '
+                                 '--single-process')
+            return cls
+    raise GraphError(f"package '{package}' has no console script '{executable}'")
+
+
+class Child:
+    """One node process with its output forwarded line by line, prefixed by its name."""
+
+    def __init__(self, name, cmd, env, colour, width):
+        self.name = name
+        self.prefix = f'\033[{colour}m[{name:<{width}}]\033[0m ' if sys.stdout.isatty() \
+            else f'[{name:<{width}}] '
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.thread = threading.Thread(target=self._forward, daemon=True)
+        self.thread.start()
+
+    def _forward(self):
+        for raw in iter(self.proc.stdout.readline, b''):
+            sys.stdout.write(self.prefix + raw.decode(errors='replace'))
+            sys.stdout.flush()
+
+    def stop(self, timeout=5.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.thread.join(timeout=1.0)
+        return self.proc.returncode
+
+
+def parse_values(graph, assignments):
+    values = graph.defaults()
+    for item in assignments:
+        name, sep, value = item.partition(':=')
+        if not sep:
+            raise GraphError(f"argument '{item}': expected NAME:=VALUE")
+        if name not in graph.arguments:
+            raise GraphError(f"unknown argument '{name}' (graph '{graph.name}' declares "
+                             f"{', '.join(graph.arguments)})")
+        values[name] = value
+    return values
+
+
+def _log(text):
+    print(f'[skyloc] {text}', flush=True)
+
+
+def run_multi_process(graph, nodes, values, args):
+    env = dict(os.environ)
+    width = max(len(n.name) for n in nodes)
+    children = []
+    for i, spec in enumerate(nodes):
+        cmd = [executable_path(spec.package, spec.executable)] + spec.arguments_resolved
+        cmd += ros_arguments(graph, spec, values)
+        children.append(Child(spec.name, cmd, env, COLOURS[i % len(COLOURS)], width))
+    _log(f"started {len(children)} node processes: {', '.join(c.name for c in children)}")
+    recorder = _start_recorder(args, values) if args.record else None
+    died = []
+    start = time.monotonic()
+    try:
+        while True:
+            for child in children:
+                code = child.proc.poll()
+                if code is not None and child not in [d for d, _ in died]:
+                    died.append((child, code))
+                    _log(f"node '{child.name}' died (exit code {code}): stopping the graph")
+            if died or (args.duration and time.monotonic() - start >= args.duration):
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        _log('Ctrl-C: stopping')
+    _stop_recorder(recorder)
+    for child in reversed(children):
+        code = child.stop()
+        if child not in [d for d, _ in died] and code not in (0, None, -signal.SIGINT):
+            died.append((child, code))
+            _log(f"node '{child.name}' exited with code {code} on shutdown")
+    return [c.name for c, _ in died], time.monotonic() - start
+
+
+def run_single_process(graph, nodes, values, args):
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    rclpy.init(args=['--ros-args'])
+    executor = MultiThreadedExecutor(num_threads=4)
+    instances, died = [], []
+    start = time.monotonic()
+    try:
+        for spec in nodes:
+            cls = node_class(spec.package, spec.executable)
+            node = cls(cli_args=ros_arguments(graph, spec, values), use_global_arguments=False)
+            instances.append(node)
+            executor.add_node(node)
+        _log(f"{len(instances)} nodes in one process: {', '.join(n.name for n in nodes)}")
+        recorder = _start_recorder(args, values, executor=executor) if args.record else None
+        deadline = start + args.duration if args.duration else None
+        while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
+            executor.spin_once(timeout_sec=0.1)
+        _stop_recorder(recorder)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        _log('Ctrl-C: stopping')
+    except Exception as exc:  # a node failed to start or raised in a callback
+        _log(f'error: {type(exc).__name__}: {exc}')
+        died.append(getattr(exc, 'node_name', 'single-process executor'))
+    finally:
+        for node in instances:
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return died, time.monotonic() - start
+
+
+def _start_recorder(args, values, executor=None):
+    """A BagRecorder spinning in a thread of this process (or on the given executor)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from skyloc_sim.bag import BagRecorder
+
+    if not rclpy.ok():
+        rclpy.init(args=['--ros-args'])
+    overrides = [rclpy.parameter.Parameter('use_sim_time', value=truthy(values.get(
+        'use_sim_time', 'false')))]
+    recorder = BagRecorder(args.record, parameter_overrides=overrides)
+    if executor is None:
+        executor = SingleThreadedExecutor()
+        executor.add_node(recorder)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        recorder._runner_executor = (executor, thread)
+    else:
+        executor.add_node(recorder)
+    _log(f'recording to {args.record}')
+    return recorder
+
+
+def _stop_recorder(recorder):
+    if recorder is None:
+        return
+    import rclpy
+    recorder.close()
+    counts = ', '.join(f'{k} {v}' for k, v in sorted(recorder.counts.items()))
+    _log(f'bag closed: {counts}')
+    own = getattr(recorder, '_runner_executor', None)
+    if own:
+        own[0].shutdown()
+        own[1].join(timeout=2.0)
+        recorder.destroy_node()
+        rclpy.try_shutdown()
+
+
+def cmd_run(args):
+    graph = load_graph(args.graph, args.root)
+    values = parse_values(graph, args.assignments)
+    nodes = graph.active_nodes(values)
+    for spec in nodes:
+        spec.arguments_resolved = [graph.resolve(a) if a.startswith('config/') else a
+                                   for a in spec.arguments]
+    if args.domain_id is not None:
+        os.environ['ROS_DOMAIN_ID'] = str(args.domain_id)
+    mode = 'single process' if args.single_process else 'one process per node'
+    _log(f"graph '{graph.name}' ({graph.path}): {len(nodes)} nodes, {mode}, domain "
+         f"{os.environ.get('ROS_DOMAIN_ID', '0')}"
+         + (f', {args.duration:g} s' if args.duration else ', until Ctrl-C'))
+    run = run_single_process if args.single_process else run_multi_process
+    died, elapsed = run(graph, nodes, values, args)
+    status = 'FAILED' if died else 'ok'
+    _log(f"summary: graph '{graph.name}' ran {elapsed:.1f} s, {len(nodes)} nodes, "
+         f"{len(died)} died{': ' + ', '.join(died) if died else ''} -> {status}")
+    return 1 if died else 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='skyloc', description=__doc__.split('\n\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+    run = sub.add_parser('run', help='run a graph of config/graphs/')
+    run.add_argument('graph', help="graph name (sim, webots, pi) or a graph YAML path")
+    run.add_argument('assignments', nargs='*', metavar='ARG:=VALUE',
+                     help='graph arguments, as for ros2 launch (e.g. world:=room)')
+    run.add_argument('--duration', type=float, default=None,
+                     help='stop after this many wall-clock seconds')
+    run.add_argument('--domain-id', type=int, default=None, help='ROS_DOMAIN_ID for the run')
+    run.add_argument('--record', metavar='DIR', default=None,
+                     help='record all topics to a rosbag2 (MCAP) folder')
+    run.add_argument('--single-process', action='store_true',
+                     help='all nodes in one process and executor')
+    run.add_argument('--root', default=None, help='workspace root (default: found from cwd)')
+    check = sub.add_parser('check-launch', help='static check of launch files and graphs')
+    check.add_argument('files', nargs='*', help='launch files (default: launch/*.launch.py)')
+    check.add_argument('--root', default=None, help='workspace root')
+    args = parser.parse_args(argv)
+    try:
+        if args.command == 'run':
+            args.root = args.root or workspace_root()
+            return cmd_run(args)
+        from skyloc_sim.launch_check import check_main
+        return check_main(args.files, args.root or workspace_root())
+    except GraphError as exc:
+        print(f'skyloc: error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
