@@ -135,7 +135,7 @@ def _log(text):
 
 
 def run_multi_process(graph, nodes, values, args):
-    env = dict(os.environ)
+    env = dict(os.environ)  # FASTDDS_BUILTIN_TRANSPORTS is set by cmd_run
     width = max(len(n.name) for n in nodes)
     children = []
     for i, spec in enumerate(nodes):
@@ -247,6 +247,9 @@ def cmd_run(args):
                                    for a in spec.arguments]
     if args.domain_id is not None:
         os.environ['ROS_DOMAIN_ID'] = str(args.domain_id)
+    # camera frames (0.9 MB) exceed Fast DDS's default shared-memory segment; over UDP
+    # fragments a best-effort reader loses most of them. LARGE_DATA delivers them all.
+    os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
     mode = 'single process' if args.single_process else 'one process per node'
     _log(f"graph '{graph.name}' ({graph.path}): {len(nodes)} nodes, {mode}, domain "
          f"{os.environ.get('ROS_DOMAIN_ID', '0')}"

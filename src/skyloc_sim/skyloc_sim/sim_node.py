@@ -209,8 +209,11 @@ class SimNode(Node):
         with self.lock:
             response.success, response.message = self.sim.apply_event(request.name,
                                                                       list(request.args))
-        log = self.get_logger().info if response.success else self.get_logger().warning
-        log(f'event {request.name}: {response.message}')
+        # rclpy ties a severity to a call site: one call per severity
+        if response.success:
+            self.get_logger().info(f'event {request.name}: {response.message}')
+        else:
+            self.get_logger().warning(f'event {request.name} refused: {response.message}')
         return response
 
     def _run(self):
@@ -384,9 +387,11 @@ class SimNode(Node):
         self.pubs.diag.publish(msg)
 
     def destroy_node(self):
-        self._stop.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout=2.0)
+        # also called by rclpy's context cleanup on a node whose __init__ failed
+        if hasattr(self, 'thread'):
+            self._stop.set()
+            if self.thread.is_alive():
+                self.thread.join(timeout=2.0)
         super().destroy_node()
 
 
