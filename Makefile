@@ -1,7 +1,8 @@
 # skyloc: the two commands are `make demo` and `make test`; both bootstrap a fresh machine.
 SHELL := /bin/bash
 ENV := set +u; source .venv/bin/activate && source install/setup.bash && \
-       export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST &&
+       export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST && \
+       export FASTDDS_BUILTIN_TRANSPORTS=$${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA} &&
 
 .PHONY: demo test sim bench build bootstrap flake8 check-launch clean
 
