@@ -5,7 +5,6 @@ set -o pipefail
 cd "$(dirname "$0")/.."
 set +u
 source .venv/bin/activate && source install/setup.bash
-export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export FASTDDS_BUILTIN_TRANSPORTS=${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}
 export PYTHONDONTWRITEBYTECODE=1
 passed=0; failed=0; skipped=0; failures=()

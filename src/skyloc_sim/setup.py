@@ -11,7 +11,8 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
-        ('share/' + package_name + '/worlds', glob('worlds/*')),
+        ('share/' + package_name + '/worlds', glob('worlds/*.wbt')),
+        ('share/' + package_name + '/worlds/textures', glob('worlds/textures/*.png')),
         ('share/' + package_name + '/urdf', glob('urdf/*')),
         ('share/' + package_name + '/resource', glob('resource/*.*')),
     ],
@@ -19,7 +20,8 @@ setup(
     zip_safe=True,
     maintainer='skyloc developers',
     maintainer_email='dev@skyloc.invalid',
-    description='Built-in simulator (procedural and real-image worlds, multirotor and ground robot, camera/IMU/baro/LIDAR), Webots files and the skyloc graph runner.',
+    description=('Built-in simulator (procedural and real-image worlds, multirotor and ground '
+                 'robot, camera/IMU/baro/LIDAR), Webots files and the skyloc graph runner.'),
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={

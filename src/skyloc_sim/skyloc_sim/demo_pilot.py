@@ -57,7 +57,9 @@ class DemoPilot(Node):
     def __init__(self, **kwargs):
         super().__init__('demo_pilot', **kwargs)
         for name, default, description in PARAMETERS:
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+            # numbers accept 4 as well as 4.0 (launch arguments and CLI overrides)
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=description, dynamic_typing=isinstance(default, float)))
         p = {name: self.get_parameter(name).value for name, _, _ in PARAMETERS}
         for name in ('altitude', 'climb_rate', 'speed', 'yaw_rate'):
             if not p[name] > 0:

@@ -87,11 +87,26 @@ class Graph:
 
     def node_parameters(self, node, values):
         """Parameters set on a node beside its params file (use_sim_time, arg_parameters)."""
-        params = dict(node.parameters)
-        params['use_sim_time'] = truthy(values.get('use_sim_time', 'false'))
+        params = {'use_sim_time': truthy(values.get('use_sim_time', 'false'))}
+        params.update(node.parameters)
         for arg in node.arg_parameters:
-            params[arg] = values[arg]
+            params[arg] = _typed(values[arg])
         return params
+
+
+def _typed(value):
+    """A launch-argument string as the parameter type it reads as (float, bool, str)."""
+    text = str(value)
+    if text.lower() in ('true', 'false'):
+        return text.lower() == 'true'
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def truthy(value):

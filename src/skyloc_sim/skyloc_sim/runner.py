@@ -91,10 +91,11 @@ def node_class(package, executable):
 class Child:
     """One node process with its output forwarded line by line, prefixed by its name."""
 
-    def __init__(self, name, cmd, env, colour, width):
+    def __init__(self, name, cmd, env, colour, width, log_dir=None):
         self.name = name
         self.prefix = f'\033[{colour}m[{name:<{width}}]\033[0m ' if sys.stdout.isatty() \
             else f'[{name:<{width}}] '
+        self.log = open(os.path.join(log_dir, f'{name}.log'), 'w') if log_dir else None
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.thread = threading.Thread(target=self._forward, daemon=True)
@@ -102,8 +103,14 @@ class Child:
 
     def _forward(self):
         for raw in iter(self.proc.stdout.readline, b''):
-            sys.stdout.write(self.prefix + raw.decode(errors='replace'))
-            sys.stdout.flush()
+            line = raw.decode(errors='replace')
+            if self.log:  # everything to the node's log, only problems to the console
+                self.log.write(line)
+                self.log.flush()
+                if not any(k in line for k in ('[WARN]', '[ERROR]', '[FATAL]', 'error',
+                                                'Traceback')):
+                    continue
+            _write_line(self.prefix + line)
 
     def stop(self, timeout=5.0):
         if self.proc.poll() is None:
@@ -114,7 +121,66 @@ class Child:
                 self.proc.kill()
                 self.proc.wait()
         self.thread.join(timeout=1.0)
+        if self.log:
+            self.log.close()
         return self.proc.returncode
+
+
+_OUTPUT_LOCK = threading.Lock()
+PROGRESS = {'bar': None}
+
+
+def _write_line(text):
+    """Print a line without tearing a progress bar (tqdm.write when one is shown)."""
+    with _OUTPUT_LOCK:
+        if PROGRESS['bar'] is not None:
+            PROGRESS['bar'].write(text.rstrip('\n'))
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+
+class ClockWatch:
+    """Follows /clock from a thread of the runner: sim-time limit and a progress bar."""
+
+    def __init__(self, limit_s, show_progress):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile
+        from rosgraph_msgs.msg import Clock
+
+        self.limit = limit_s
+        self.sim_time = 0.0
+        if not rclpy.ok():
+            rclpy.init(args=['--ros-args'])
+        self.node = rclpy.create_node('skyloc_runner_clock')
+        self.node.create_subscription(Clock, '/clock', self._on_clock, QoSProfile(depth=10))
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        if show_progress:
+            from tqdm import tqdm
+            PROGRESS['bar'] = tqdm(total=round(limit_s), unit='sim s', desc='simulating',
+                                   dynamic_ncols=True)
+
+    def _on_clock(self, msg):
+        self.sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
+        bar = PROGRESS['bar']
+        if bar is not None:
+            bar.update(min(round(self.sim_time), bar.total) - bar.n)
+
+    @property
+    def done(self):
+        return self.sim_time >= self.limit
+
+    def close(self):
+        if PROGRESS['bar'] is not None:
+            PROGRESS['bar'].close()
+            PROGRESS['bar'] = None
+        self.executor.shutdown()
+        self.thread.join(timeout=2.0)
+        self.node.destroy_node()
 
 
 def parse_values(graph, assignments):
@@ -131,7 +197,7 @@ def parse_values(graph, assignments):
 
 
 def _log(text):
-    print(f'[skyloc] {text}', flush=True)
+    _write_line(f'[skyloc] {text}\n')
 
 
 def run_multi_process(graph, nodes, values, args):
@@ -141,9 +207,12 @@ def run_multi_process(graph, nodes, values, args):
     for i, spec in enumerate(nodes):
         cmd = [executable_path(spec.package, spec.executable)] + spec.arguments_resolved
         cmd += ros_arguments(graph, spec, values)
-        children.append(Child(spec.name, cmd, env, COLOURS[i % len(COLOURS)], width))
-    _log(f"started {len(children)} node processes: {', '.join(c.name for c in children)}")
+        children.append(Child(spec.name, cmd, env, COLOURS[i % len(COLOURS)], width,
+                              args.log_dir))
+    _log(f"started {len(children)} node processes: {', '.join(c.name for c in children)}"
+         + (f' (logs in {args.log_dir})' if args.log_dir else ''))
     recorder = _start_recorder(args, values) if args.record else None
+    clock = ClockWatch(args.sim_duration, args.progress) if args.sim_duration else None
     died = []
     start = time.monotonic()
     try:
@@ -153,11 +222,14 @@ def run_multi_process(graph, nodes, values, args):
                 if code is not None and child not in [d for d, _ in died]:
                     died.append((child, code))
                     _log(f"node '{child.name}' died (exit code {code}): stopping the graph")
-            if died or (args.duration and time.monotonic() - start >= args.duration):
+            if died or (args.duration and time.monotonic() - start >= args.duration) or \
+                    (clock and clock.done):
                 break
             time.sleep(0.1)
     except KeyboardInterrupt:
         _log('Ctrl-C: stopping')
+    if clock:
+        clock.close()
     _stop_recorder(recorder)
     for child in reversed(children):
         code = child.stop()
@@ -183,9 +255,13 @@ def run_single_process(graph, nodes, values, args):
             executor.add_node(node)
         _log(f"{len(instances)} nodes in one process: {', '.join(n.name for n in nodes)}")
         recorder = _start_recorder(args, values, executor=executor) if args.record else None
+        clock = ClockWatch(args.sim_duration, args.progress) if args.sim_duration else None
         deadline = start + args.duration if args.duration else None
-        while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
+        while rclpy.ok() and (deadline is None or time.monotonic() < deadline) and \
+                not (clock and clock.done):
             executor.spin_once(timeout_sec=0.1)
+        if clock:
+            clock.close()
         _stop_recorder(recorder)
     except (KeyboardInterrupt, ExternalShutdownException):
         _log('Ctrl-C: stopping')
@@ -211,6 +287,9 @@ def _start_recorder(args, values, executor=None):
     overrides = [rclpy.parameter.Parameter('use_sim_time', value=truthy(values.get(
         'use_sim_time', 'false')))]
     recorder = BagRecorder(args.record, parameter_overrides=overrides)
+    if args.log_dir:  # quiet console: the recorder's per-topic lines only on warnings
+        from rclpy.logging import LoggingSeverity
+        recorder.get_logger().set_level(LoggingSeverity.WARN)
     if executor is None:
         executor = SingleThreadedExecutor()
         executor.add_node(recorder)
@@ -245,6 +324,8 @@ def cmd_run(args):
     for spec in nodes:
         spec.arguments_resolved = [graph.resolve(a) if a.startswith('config/') else a
                                    for a in spec.arguments]
+    if args.log_dir:
+        os.makedirs(args.log_dir, exist_ok=True)
     if args.domain_id is not None:
         os.environ['ROS_DOMAIN_ID'] = str(args.domain_id)
     # camera frames (0.9 MB) exceed Fast DDS's default shared-memory segment; over UDP
@@ -276,11 +357,21 @@ def main(argv=None):
                      help='record all topics to a rosbag2 (MCAP) folder')
     run.add_argument('--single-process', action='store_true',
                      help='all nodes in one process and executor')
+    run.add_argument('--sim-duration', type=float, default=None,
+                     help='stop when the simulator clock (/clock) reaches this many seconds')
+    run.add_argument('--log-dir', default=None,
+                     help="write each node's output to DIR/<node>.log; print only problems")
+    run.add_argument('--progress', action='store_true',
+                     help='show a progress bar of simulated time (with --sim-duration)')
     run.add_argument('--root', default=None, help='workspace root (default: found from cwd)')
     check = sub.add_parser('check-launch', help='static check of launch files and graphs')
     check.add_argument('files', nargs='*', help='launch files (default: launch/*.launch.py)')
     check.add_argument('--root', default=None, help='workspace root')
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == 'run' and all(':=' in r for r in rest):
+        args.assignments += rest  # ARG:=VALUE after the options
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == 'run':
             args.root = args.root or workspace_root()

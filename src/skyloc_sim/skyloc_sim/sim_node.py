@@ -97,7 +97,9 @@ class SimNode(Node):
     def __init__(self, **kwargs):
         super().__init__('sim', **kwargs)
         for name, default, description in PARAMETERS:
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+            # numbers accept 4 as well as 4.0 (launch arguments and CLI overrides)
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=description, dynamic_typing=isinstance(default, float)))
         if self.get_parameter('use_sim_time').value:
             # the simulator is the clock: it never waits for /clock itself
             self.set_parameters([Parameter('use_sim_time', Parameter.Type.BOOL, False)])
@@ -183,7 +185,8 @@ class SimNode(Node):
             scan=self.create_publisher(LaserScan, '/scan', s),
             battery=self.create_publisher(BatteryState, '/battery', s),
             truth=self.create_publisher(Odometry, '/sim/ground_truth', 10),
-            odom=self.create_publisher(Odometry, '/odom', s),
+            odom=self.create_publisher(Odometry, '/odom', s)
+            if self.sim.cfg.vehicle == 'ground' else None,
             clock=self.create_publisher(Clock, '/clock', 10),
             diag=self.create_publisher(DiagnosticArray, '/diagnostics', 10))
 

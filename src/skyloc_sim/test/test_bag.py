@@ -69,7 +69,6 @@ finally:
 def _ros_env(domain_id):
     env = dict(os.environ)
     env['ROS_DOMAIN_ID'] = str(domain_id)
-    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     env['PYTHONUNBUFFERED'] = '1'
     return env
 
@@ -102,7 +101,6 @@ def _record(out_dir, domain_id, seconds, monkeypatch, **kwargs):
 
     from skyloc_sim.bag import BagRecorder
 
-    monkeypatch.setenv('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     context = Context()
     rclpy.init(context=context, domain_id=domain_id)
     try:
