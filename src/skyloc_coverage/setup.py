@@ -14,7 +14,8 @@ setup(
     zip_safe=True,
     maintainer='skyloc developers',
     maintainer_email='dev@skyloc.invalid',
-    description='LIDAR occupancy mapping, boustrophedon coverage planning, replanning and path following.',
+    description=('LIDAR occupancy mapping, boustrophedon coverage '
+                 'planning, replanning and path following.'),
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={

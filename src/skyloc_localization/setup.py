@@ -14,7 +14,8 @@ setup(
     zip_safe=True,
     maintainer='skyloc developers',
     maintainer_email='dev@skyloc.invalid',
-    description='Tile database, retrieval, probability map, IMU/baro Kalman filter and the localizer node.',
+    description=('Tile database, retrieval, probability map, IMU/baro '
+                 'Kalman filter and the localizer node.'),
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={

@@ -14,7 +14,8 @@ setup(
     zip_safe=True,
     maintainer='skyloc developers',
     maintainer_email='dev@skyloc.invalid',
-    description='Camera image to place descriptor: query normalisation, ViT/RootSIFT backbones, VLAD, the embedder node.',
+    description=('Camera image to place descriptor: query '
+                 'normalisation, ViT/RootSIFT backbones, VLAD, the embedder node.'),
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={

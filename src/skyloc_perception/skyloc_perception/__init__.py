@@ -1,1 +1,2 @@
-"""Camera image to place descriptor: query normalisation, ViT/RootSIFT backbones, VLAD, the embedder node."""
+"""Camera image to place descriptor: query normalisation, ViT/RootSIFT backbones,
+VLAD, and the embedder node."""

@@ -23,6 +23,7 @@ import time
 
 from skyloc_sim.graph import GraphError, load_graph, truthy, workspace_root
 
+PROBLEM_MARKS = ('[WARN]', '[ERROR]', '[FATAL]', 'error', 'Traceback')
 COLOURS = ['36', '33', '35', '32', '34', '31', '96', '93']
 
 
@@ -107,8 +108,7 @@ class Child:
             if self.log:  # everything to the node's log, only problems to the console
                 self.log.write(line)
                 self.log.flush()
-                if not any(k in line for k in ('[WARN]', '[ERROR]', '[FATAL]', 'error',
-                                                'Traceback')):
+                if not any(k in line for k in PROBLEM_MARKS):
                     continue
             _write_line(self.prefix + line)
 

@@ -338,8 +338,8 @@ class SimNode(Node):
             wheel = Odometry()
             self._header(wheel, s.t, 'odom')
             wheel.child_frame_id = 'base_link'
-            wheel.pose.pose.position.x, wheel.pose.pose.position.y = (float(c)
-                                                                       for c in odom_pose[:2])
+            wheel.pose.pose.position.x = float(odom_pose[0])
+            wheel.pose.pose.position.y = float(odom_pose[1])
             q = quaternion_from_rpy(0.0, 0.0, float(odom_pose[2]))
             o = wheel.pose.pose.orientation
             o.x, o.y, o.z, o.w = q

@@ -272,7 +272,7 @@ def shared_real_satellite_dir(root=None):
 
 
 def read_corner_list(folder):
-    """(image paths, corners) from a README listing 'file top_lat left_lon bottom_lat right_lon'."""
+    """(image paths, corners) from a README with 'file top_lat left_lon bottom_lat right_lon'."""
     images, corners = [], []
     with open(os.path.join(folder, 'README.md')) as stream:
         for line in stream:

@@ -4,11 +4,11 @@ import os
 
 import pytest
 
+from skyloc_sim.world import read_corner_list, shared_real_satellite_dir
+
 # 640x480 rgb8 frames (0.9 MB) exceed Fast DDS's default shared-memory segment and are lost
 # over UDP fragments with best-effort QoS; the LARGE_DATA builtin transports deliver them.
 os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
-
-from skyloc_sim.world import read_corner_list, shared_real_satellite_dir
 
 
 @pytest.fixture(scope='session')

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from skyloc_sim.camera import OrthoRenderer, PinholeCamera
-from skyloc_sim.geo import latlon_to_map, load_map_yaml, map_to_latlon, MapError, MapGrid, \
-    write_map_yaml
+from skyloc_sim.geo import latlon_to_map, load_map_yaml, map_to_latlon, MapError, MapGrid
 from skyloc_sim.sensors import (Barometer, BaroConfig, Battery, BatteryConfig, GRAVITY,
                                 ImuConfig, ImuModel, isa_altitude, isa_pressure, Lidar,
                                 LidarConfig, raycast, yaw_from_quaternion)
