@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=$ROOT/.venv
 STAMP=$VENV/.skyloc-requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(sha256sum requirements.txt scripts/bootstrap.sh | sha256sum | cut -d" " -f1)
 
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "[bootstrap] creating $VENV from requirements.txt (first run: about a minute)"
@@ -17,7 +17,8 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
   NPINC=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
   grep -rl /opt/python/cp311-cp311 "$VENV/share" --include='*.cmake' 2>/dev/null | xargs -r sed -i \
     -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g" \
-    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g"
+    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g" \
+    || true  # nothing left to rewrite in a venv fixed before
   # `skyloc` on PATH inside the venv: runs the graph runner in the built workspace.
   cat > "$VENV/bin/skyloc" <<WRAP
 #!/usr/bin/env bash

@@ -17,7 +17,6 @@ setup(
     description=('LIDAR occupancy mapping, boustrophedon coverage '
                  'planning, replanning and path following.'),
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
         ],

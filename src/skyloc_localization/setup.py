@@ -17,7 +17,6 @@ setup(
     description=('Tile database, retrieval, probability map, IMU/baro '
                  'Kalman filter and the localizer node.'),
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
         ],

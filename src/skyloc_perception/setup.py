@@ -17,7 +17,6 @@ setup(
     description=('Camera image to place descriptor: query '
                  'normalisation, ViT/RootSIFT backbones, VLAD, the embedder node.'),
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
         ],

@@ -23,7 +23,6 @@ setup(
     description=('Built-in simulator (procedural and real-image worlds, multirotor and ground '
                  'robot, camera/IMU/baro/LIDAR), Webots files and the skyloc graph runner.'),
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'sim = skyloc_sim.sim_node:main',
