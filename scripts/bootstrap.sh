@@ -11,7 +11,9 @@ want=$(sha256sum requirements.txt scripts/bootstrap.sh | sha256sum | cut -d" " -
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "[bootstrap] creating $VENV from requirements.txt (first run: about a minute)"
   python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  # (pip's notes about this machine's local index folders are noise: filtered out)
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt \
+    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
   # The generator wheels' CMake files name the wheel build machine's interpreter: re-point them.
   PYINC=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   NPINC=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')

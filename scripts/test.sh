@@ -32,6 +32,9 @@ echo "$result"
 # "Summary: 45 tests, 0 errors, 1 failure, 2 skipped"
 read -r tests errs fails skips < <(echo "$result" | sed -E \
   's/Summary: ([0-9]+) tests?, ([0-9]+) errors?, ([0-9]+) failures?, ([0-9]+) skipped/\1 \2 \3 \4/')
+if ! [[ "$tests" =~ ^[0-9]+$ ]] || [ "$tests" -eq 0 ]; then
+  echo "colcon test ran no tests: treating as a failure"; colcon_rc=1; tests=0; errs=0; fails=0; skips=0
+fi
 if [[ "$tests" =~ ^[0-9]+$ ]]; then
   passed=$((passed + tests - errs - fails - skips)); failed=$((failed + errs + fails))
   skipped=$((skipped + skips))

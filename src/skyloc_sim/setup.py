@@ -17,6 +17,7 @@ setup(
         ('share/' + package_name + '/resource', glob('resource/*.*')),
     ],
     install_requires=['setuptools'],
+    extras_require={'test': ['pytest']},
     zip_safe=True,
     maintainer='skyloc developers',
     maintainer_email='dev@skyloc.invalid',
