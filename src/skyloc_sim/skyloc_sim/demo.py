@@ -20,7 +20,7 @@ import yaml
 
 from skyloc_sim import runner
 from skyloc_sim.graph import workspace_root
-from skyloc_sim.world import procedural_world, room_world
+from skyloc_sim.world import procedural_world, real_satellite_world, room_world
 
 
 def _sim_params(root):
@@ -42,6 +42,8 @@ def prepare_world(root, world, params):
         return path
     if world == 'room':
         return room_world(cache, params.get('world_seed', 7))
+    if world == 'real_satellite':
+        return real_satellite_world(cache)
     return os.path.abspath(world)
 
 
@@ -95,7 +97,7 @@ def main(argv=None):
     parser.add_argument('--rate', type=float, default=4.0,
                         help='simulated seconds per wall second (default 4)')
     parser.add_argument('--world', default='procedural',
-                        help="'procedural', 'room' or a world YAML")
+                        help="'procedural', 'room', 'real_satellite' or a world YAML")
     parser.add_argument('--out', default='runs', help='parent folder of the run folder')
     parser.add_argument('--domain-id', type=int, default=None,
                         help='ROS_DOMAIN_ID (default: derived from the process id)')

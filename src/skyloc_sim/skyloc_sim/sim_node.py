@@ -32,12 +32,13 @@ from skyloc_sim.graph import workspace_root
 from skyloc_sim.sensors import BaroConfig, BatteryConfig, ImuConfig, LidarConfig
 from skyloc_sim.simulation import parse_event_line, SimConfig, Simulation
 from skyloc_sim.vehicle import Limits
-from skyloc_sim.world import load_world, procedural_world, room_world
+from skyloc_sim.world import load_world, procedural_world, real_satellite_world, room_world
 
 PARAMETERS = [
     # name, default, description
-    ('world', 'procedural', "World: 'procedural' (generated and cached), 'room' (ground robot) "
-     'or the path of a world/map YAML (image, resolution, origin, datum[, heights])'),
+    ('world', 'procedural', "World: 'procedural' (generated and cached), 'room' (ground robot), "
+     "'real_satellite' (../shared/data/real_satellite) or the path of a world/map YAML "
+     '(image, resolution, origin, datum[, heights])'),
     ('world_seed', 7, 'Seed of the procedural world / room'),
     ('world_size_m', 1200.0, 'Side of the procedural world, metres'),
     ('world_resolution', 0.5, 'Metres per pixel of the procedural orthophoto'),
@@ -167,6 +168,8 @@ class SimNode(Node):
                                     log=self.get_logger().info)
         elif world == 'room':
             path = room_world(cache, p['world_seed'])
+        elif world == 'real_satellite':
+            path = real_satellite_world(cache)
         else:
             path = world
         try:
@@ -374,9 +377,16 @@ class SimNode(Node):
         rtf = (sim_t - prev[1]) / (wall - prev[0]) if prev and wall > prev[0] else 0.0
         status = DiagnosticStatus(name='sim: simulator', hardware_id='skyloc_sim')
         late = st['late_steps'] / max(st['steps'], 1)
-        status.level = DiagnosticStatus.OK if late < 0.1 else DiagnosticStatus.WARN
-        status.message = (f'running at {rtf:.2f}x real time' if late < 0.1 else
-                          f'falling behind: {100 * late:.0f}% of steps late (lower rate)')
+        ignored = st['ignored_cmds'] - getattr(self, '_diag_ignored', 0)
+        self._diag_ignored = st['ignored_cmds']
+        status.level = DiagnosticStatus.OK
+        status.message = f'running at {rtf:.2f}x real time'
+        if late >= 0.1:
+            status.level = DiagnosticStatus.WARN
+            status.message = f'falling behind: {100 * late:.0f}% of steps late (lower rate)'
+        if ignored:
+            status.level = DiagnosticStatus.WARN
+            status.message = f'{ignored} /cmd_vel messages with NaN/inf ignored'
         values = {'sim_time_s': f'{sim_t:.2f}', 'real_time_factor': f'{rtf:.2f}',
                   'target_rate': f'{self.rate:g}', 'late_steps': st['late_steps'],
                   'camera_render_ms_mean': f"{st['render_ms'] / max(st['images'], 1):.1f}",

@@ -197,25 +197,41 @@ def room_world(cache_dir, seed=3, width_m=12.0, depth_m=9.0, resolution=0.05):
     return yaml_path
 
 
+def real_satellite_world(cache_dir, folder=None):
+    """World of ../shared/data/real_satellite (read in place, mosaic cached); world.yaml."""
+    folder = folder or shared_real_satellite_dir()
+    if folder is None:
+        raise MapError('real_satellite: ../shared/data/real_satellite/README.md not found '
+                       '(set SKYLOC_SHARED to the folder holding data/real_satellite)')
+    out_dir = os.path.join(cache_dir, 'real_satellite')
+    yaml_path = os.path.join(out_dir, 'world.yaml')
+    if not os.path.isfile(yaml_path):
+        images, corners = read_corner_list(folder)
+        image_world_from_corners(images, corners, out_dir)
+    return yaml_path
+
+
 def image_world_from_corners(images, corners, out_dir):
     """A world from north-up images side by side, each with (top_lat, left_lon, bottom_lat,
     right_lon) corners (as ../shared/data/real_satellite/README.md gives them).
 
-    The datum is the lower-left corner of the mosaic, origin [0, 0]. Returns world.yaml.
+    The map frame is centred on the mosaic: the datum is its centre, the origin (lower-left
+    corner) at minus half its size. Returns world.yaml.
     """
     tiles = [read_rgb(p, p) for p in images]
     top, left = max(c[0] for c in corners), min(c[1] for c in corners)
     bottom, right = min(c[2] for c in corners), max(c[3] for c in corners)
-    datum = (bottom, left)
-    width_m, _ = latlon_to_map(bottom, right, datum)
-    _, height_m = latlon_to_map(top, left, datum)
+    datum = ((top + bottom) / 2.0, (left + right) / 2.0)
+    x0, y0 = latlon_to_map(bottom, left, datum)
+    x1, y1 = latlon_to_map(top, right, datum)
+    width_m, height_m = x1 - x0, y1 - y0
     px_w = sum(t.shape[1] for t in tiles)
     resolution = width_m / px_w
     px_h = int(round(height_m / resolution))
     mosaic = np.concatenate([cv2.resize(t, (t.shape[1], px_h), interpolation=cv2.INTER_AREA)
                              for t in tiles], axis=1)
     return save_world(out_dir, mosaic, np.zeros(mosaic.shape[:2], np.float32), resolution,
-                      (0.0, 0.0, 0.0), datum,
+                      (x0, y0, 0.0), datum,
                       info={'source': 'images', 'files': [os.path.basename(p) for p in images]})
 
 

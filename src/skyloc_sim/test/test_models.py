@@ -331,8 +331,12 @@ def test_real_satellite_world_from_corners(tmp_path, real_satellite):
     w, h = world.grid.size_m
     assert w == pytest.approx(866.0, rel=0.01) and h == pytest.approx(415.0, rel=0.01)
     assert world.grid.resolution == pytest.approx(0.338, abs=0.003)
-    lat, lon = map_to_latlon(w, h, world.meta.datum)   # upper-right corner
+    x0, y0 = world.grid.origin_x, world.grid.origin_y
+    assert (x0 + w / 2, y0 + h / 2) == pytest.approx((0.0, 0.0), abs=1.0)  # centred frame
+    lat, lon = map_to_latlon(x0 + w, y0 + h, world.meta.datum)   # upper-right corner
     assert (lat, lon) == pytest.approx((corners[0][0], corners[1][3]), abs=2e-5)
+    lat, lon = map_to_latlon(x0, y0, world.meta.datum)           # lower-left corner
+    assert (lat, lon) == pytest.approx((corners[0][2], corners[0][1]), abs=2e-5)
 
 
 def test_photometric_condition_changes_appearance_deterministically():
@@ -385,3 +389,16 @@ def test_parse_event_line():
         parse_event_line('5 explode')
     with pytest.raises(ValueError, match='takes 1-1 arguments'):
         parse_event_line('5 camera_blackout')
+
+
+def test_demo_lawnmower_plan_durations():
+    from skyloc_sim.demo_pilot import lawnmower_plan
+    plan = lawnmower_plan(altitude=90.0, climb_rate=3.0, leg_length=300.0, leg_spacing=80.0,
+                          legs=3, speed=10.0, yaw_rate=0.5)
+    labels = [s.label for s in plan]
+    assert labels[:2] == ['takeoff', 'hover'] and labels[-1] == 'hover'
+    assert plan[0].duration == pytest.approx(30.0) and plan[0].vz == 3.0
+    legs = [s for s in plan if s.label.startswith('leg')]
+    assert len(legs) == 3 and all(s.duration == pytest.approx(30.0) for s in legs)
+    turns = [s.wz * s.duration for s in plan if s.label == 'turn']
+    assert turns == pytest.approx([math.pi / 2] * 2 + [-math.pi / 2] * 2)  # a lawnmower
