@@ -286,10 +286,10 @@ def _start_recorder(args, values, executor=None):
         rclpy.init(args=['--ros-args'])
     overrides = [rclpy.parameter.Parameter('use_sim_time', value=truthy(values.get(
         'use_sim_time', 'false')))]
-    recorder = BagRecorder(args.record, parameter_overrides=overrides)
     if args.log_dir:  # quiet console: the recorder's per-topic lines only on warnings
-        from rclpy.logging import LoggingSeverity
-        recorder.get_logger().set_level(LoggingSeverity.WARN)
+        from rclpy.logging import LoggingSeverity, set_logger_level
+        set_logger_level('recorder', LoggingSeverity.WARN)
+    recorder = BagRecorder(args.record, parameter_overrides=overrides)
     if executor is None:
         executor = SingleThreadedExecutor()
         executor.add_node(recorder)
