@@ -32,6 +32,9 @@ import math
 import os
 import random
 
+from skyloc_sim.sensors import isa_pressure
+from skyloc_sim.vehicle import Limits, sanitize_command as sanitize_vehicle_command, wrap_angle
+
 NODE_NAME = 'skyloc_webots_driver'
 CMD_VEL_TOPIC = '/cmd_vel'
 BARO_TOPIC = '/baro'
@@ -65,22 +68,10 @@ MOTOR_NAMES = ('front left propeller', 'front right propeller',
 MOTOR_SIGNS = (1.0, -1.0, -1.0, 1.0)
 MOTOR_MAX_VELOCITY = 576.0  # rad/s, the PROTO's RotationalMotor maxVelocity
 
-P0_PA = 101325.0  # ISA sea-level pressure
-
-
-def isa_pressure(altitude_m):
-    """Static pressure (Pa) of the ISA troposphere at a geopotential altitude in metres."""
-    return P0_PA * (1.0 - 2.25577e-5 * altitude_m) ** 5.25588
-
 
 def clamp(value, low, high):
     """value limited to [low, high]."""
     return min(max(value, low), high)
-
-
-def wrap_angle(angle):
-    """An angle in radians wrapped to [-pi, pi)."""
-    return (angle + math.pi) % (2.0 * math.pi) - math.pi
 
 
 def stamp_from_seconds(t):
@@ -125,39 +116,28 @@ def gimbal_angles(roll, pitch):
                  in zip((joint_yaw, joint_pitch, joint_roll), GIMBAL_LIMITS))
 
 
-@dataclass
-class CommandLimits:
-    """Limits of a velocity command: m/s horizontal (norm), m/s vertical, rad/s yaw."""
-
-    max_speed: float = 12.0
-    max_vertical_speed: float = 4.0
-    max_yaw_rate: float = 1.0
+# Limits of a velocity command (m/s horizontal norm, m/s vertical, rad/s yaw): shared with
+# the built-in simulator, as are the checks of a command.
+CommandLimits = Limits
 
 
 def sanitize_command(vx, vy, vz, yaw_rate, limits):
     """A Twist's (vx, vy, vz, yaw_rate) checked and clamped: (command or None, problem or None).
 
-    A command with a NaN or infinite component is refused as a whole (None, reason); otherwise
-    the horizontal speed is scaled down to max_speed (keeping its direction), the climb rate
-    and the yaw rate are clamped, and the problem names what was clamped (or None).
+    A command with a NaN or infinite component is refused as a whole; otherwise the
+    horizontal speed is scaled down to max_speed, climb and yaw rates clamped
+    (skyloc_sim.vehicle.sanitize_command), and the problem names the limits applied.
     """
-    values = (vx, vy, vz, yaw_rate)
-    if not all(math.isfinite(v) for v in values):
-        return None, f'non-finite command {values} ignored'
-    clamped = []
-    speed = math.hypot(vx, vy)
-    if speed > limits.max_speed:
-        scale = limits.max_speed / speed
-        vx, vy = vx * scale, vy * scale
-        clamped.append(f'speed {speed:.2f} > max_speed {limits.max_speed}')
-    if abs(vz) > limits.max_vertical_speed:
-        clamped.append(f'climb rate {vz:.2f} beyond max_vertical_speed '
-                       f'{limits.max_vertical_speed}')
-        vz = clamp(vz, -limits.max_vertical_speed, limits.max_vertical_speed)
-    if abs(yaw_rate) > limits.max_yaw_rate:
-        clamped.append(f'yaw rate {yaw_rate:.2f} beyond max_yaw_rate {limits.max_yaw_rate}')
-        yaw_rate = clamp(yaw_rate, -limits.max_yaw_rate, limits.max_yaw_rate)
-    return (vx, vy, vz, yaw_rate), ('clamped: ' + '; '.join(clamped) if clamped else None)
+    command, clamped = sanitize_vehicle_command((vx, vy, vz, yaw_rate), limits)
+    if command is None:
+        return None, f'non-finite command {(vx, vy, vz, yaw_rate)} ignored'
+    if not clamped:
+        return command, None
+    applied = [name for name, asked, got in (
+        ('max_speed', math.hypot(vx, vy), math.hypot(command[0], command[1])),
+        ('max_vertical_speed', vz, command[2]), ('max_yaw_rate', yaw_rate, command[3]))
+        if asked != got]
+    return command, 'clamped to ' + ', '.join(applied)
 
 
 @dataclass
@@ -569,7 +549,9 @@ class SkylocDriver:
                                  if camera is not None else None)
 
         # Models
-        self._limits = CommandLimits(cfg.max_speed, cfg.max_vertical_speed, cfg.max_yaw_rate)
+        self._limits = CommandLimits(max_speed=cfg.max_speed,
+                                     max_vertical_speed=cfg.max_vertical_speed,
+                                     max_yaw_rate=cfg.max_yaw_rate)
         gains = ControllerGains(hover_velocity=cfg.hover_velocity, max_tilt=cfg.max_tilt,
                                 ground_altitude=cfg.ground_altitude,
                                 roll_rate_d=cfg.attitude_rate_d,
