@@ -13,7 +13,8 @@ build bootstrap:
 demo: build
 	@$(ENV) python -m skyloc_sim.demo $(DEMO_ARGS)
 
-test: build
+test:
+	@./scripts/bootstrap.sh --training
 	@./scripts/test.sh
 
 sim: build

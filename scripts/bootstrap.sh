@@ -34,6 +34,19 @@ WRAP
   echo "$want" > "$STAMP"
 fi
 
+# --training: also the training extras (torch, timm, onnx: about 5.6 GB, ~70 s from this
+# machine's wheel cache), which make test needs for the ViT and training/ tests.
+if [ "${1:-}" = "--training" ]; then
+  TSTAMP=$VENV/.skyloc-training.sha256
+  twant=$(sha256sum requirements-training.txt | cut -d' ' -f1)
+  if [ "$(cat "$TSTAMP" 2>/dev/null)" != "$twant" ]; then
+    echo "[bootstrap] installing training extras (torch, timm, onnx) from requirements-training.txt"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+      -r requirements-training.txt 2> >(grep -v 'is ignored: it is neither a file' >&2)
+    echo "$twant" > "$TSTAMP"
+  fi
+fi
+
 set +u
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"

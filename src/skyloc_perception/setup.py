@@ -20,6 +20,8 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
+            'embedder = skyloc_perception.embedder_node:main',
+            'build_bundle = skyloc_perception.build_bundle:main',
         ],
     },
 )

@@ -61,6 +61,24 @@ def export_webots_texture(root=None):
     return target
 
 
+def prepare_bundle(root, world_yaml, log=print):
+    """The default RootSIFT bundle, fitted once on the world's map (cached per world)."""
+    import json
+    import shutil
+    from skyloc_perception.build_bundle import build, parser
+    out = os.path.join(root, '.cache', 'bundles', 'default')
+    manifest = os.path.join(out, 'bundle.json')
+    if os.path.isfile(manifest):
+        with open(manifest) as stream:
+            if json.load(stream).get('map_yaml') == world_yaml:
+                return out
+    shutil.rmtree(out, ignore_errors=True)
+    log(f'building the default RootSIFT bundle from {world_yaml} (once; cached)')
+    args = parser().parse_args(['--backend', 'rootsift', '--map', world_yaml, '--out', out])
+    build(args, log=lambda m: log(m))
+    return out
+
+
 def summarise(run_dir, world_yaml, args, wall_s, code):
     """Track PNG + run.json from the bag; returns the summary dict."""
     from skyloc_sim.track_plot import bag_topics, plot_track, read_track
@@ -105,6 +123,7 @@ def main(argv=None):
     root = workspace_root()
     params = _sim_params(root)
     world_yaml = prepare_world(root, args.world, params)
+    prepare_bundle(root, world_yaml, log=lambda m: print(f'[demo] {m}', flush=True))
     run_dir = os.path.join(root, args.out, datetime.now().strftime('%Y%m%d-%H%M%S'))
     os.makedirs(run_dir)
     domain = args.domain_id if args.domain_id is not None else 100 + os.getpid() % 100
@@ -125,7 +144,7 @@ def main(argv=None):
           f"{summary['max_altitude_m']:.0f} m above ground")
     counts = summary['message_counts']
     for topic in ('/camera/image_raw/compressed', '/imu/data', '/baro', '/scan',
-                  '/sim/ground_truth'):
+                  '/sim/ground_truth', '/skyloc/descriptor'):
         print(f'  {topic:<30} {counts.get(topic, 0)} messages')
     print(f"  bag              {summary['bag']} ({summary['bag_mb']} MB, MCAP, rosbag2)")
     print(f"  track            {summary['track_png']}")

@@ -331,6 +331,7 @@ def cmd_run(args):
     # camera frames (0.9 MB) exceed Fast DDS's default shared-memory segment; over UDP
     # fragments a best-effort reader loses most of them. LARGE_DATA delivers them all.
     os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+    os.environ['SKYLOC_ROOT'] = graph.root  # nodes resolve relative data paths from here
     mode = 'single process' if args.single_process else 'one process per node'
     _log(f"graph '{graph.name}' ({graph.path}): {len(nodes)} nodes, {mode}, domain "
          f"{os.environ.get('ROS_DOMAIN_ID', '0')}"
