@@ -30,8 +30,8 @@ def bundle_dir(tmp_path_factory):
     from skyloc_sim.procedural import generate_layout, render_orthophoto
     out = tmp_path_factory.mktemp('bundle')
     layout = generate_layout(3, size_m=300.0, resolution=0.5)
-    cv2.imwrite(str(out / 'map.png'), cv2.cvtColor(render_orthophoto(layout, 'map', 0),
-                                                    cv2.COLOR_RGB2BGR))
+    rgb = render_orthophoto(layout, 'map', 0)
+    cv2.imwrite(str(out / 'map.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     map_yaml = write_map_yaml(str(out / 'map.yaml'), 'map.png', 0.5, (-150.0, -150.0, 0.0),
                               (47.0, 8.0))
     args = argparse.Namespace(map=map_yaml, out=str(out / 'b'), backend='rootsift', onnx=None,
@@ -133,8 +133,7 @@ def stop(proc):
     return proc.returncode, out.decode(errors='replace')
 
 
-def test_image_becomes_descriptor_with_same_stamp_and_bad_input_is_survived(tmp_path,
-                                                                           bundle_dir):
+def test_image_to_descriptor_with_same_stamp_and_bad_input_survived(tmp_path, bundle_dir):
     domain = 110 + os.getpid() % 20
     proc = start_embedder(tmp_path, domain, bundle=bundle_dir, footprint_m=60.0,
                           query_rate=5.0)
