@@ -103,8 +103,9 @@ class OrthoRenderer:
         """3x3 taking map-frame (x, y, 1) to OpenCV pixel indices of a pyramid level."""
         a = np.array(self.grid.map_to_pixel_matrix())
         s = 0.5 ** level
-        # continuous pixel u -> level-0 index u - 0.5 -> level index (u / 2^L) - 0.5
-        return np.array([[s, 0.0, -0.5], [0.0, s, -0.5], [0.0, 0.0, 1.0]]) @ a
+        # pyrDown keeps the even samples: level-L index j sits at level-0 index 2^L j, i.e.
+        # at continuous u = 2^L j + 0.5, so j = (u - 0.5) / 2^L
+        return np.array([[s, 0.0, -0.5 * s], [0.0, s, -0.5 * s], [0.0, 0.0, 1.0]]) @ a
 
     def render(self, camera, x, y, z, yaw, roll=0.0, pitch=0.0, gimbal=True,
                border_rgb=(90, 90, 90)):

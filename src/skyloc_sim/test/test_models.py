@@ -135,14 +135,18 @@ def test_known_ground_point_lands_on_predicted_pixel():
     point = (23.25, -11.75)
     image, grid = _dot_world([point])
     renderer = OrthoRenderer(image, grid)
-    for pose in [(0.0, 0.0, 80.0, 0.0), (5.0, 3.0, 60.0, 0.7), (10.0, -20.0, 40.0, -2.5)]:
+    # 80 m and below: pyramid level 0; 400 m and 700 m: levels 1 and 2 (anti-aliasing)
+    for pose in [(0.0, 0.0, 80.0, 0.0), (5.0, 3.0, 60.0, 0.7), (10.0, -20.0, 40.0, -2.5),
+                 (0.0, 0.0, 400.0, 0.3), (-10.0, 5.0, 700.0, 1.1)]:
         frame = renderer.render(cam, *pose, border_rgb=(0, 0, 0))
         predicted = cam.project([point], *pose)[0]
         grey = frame[:, :, 0].astype(float)
         rows, cols = np.nonzero(grey > 0.5 * grey.max())
         weights = grey[rows, cols]
         centroid = (np.average(cols, weights=weights), np.average(rows, weights=weights))
-        assert centroid == pytest.approx(tuple(predicted), abs=1.0), pose
+        # tight at altitude: a pyramid-level offset of half a map pixel is 0.2 image px
+        assert centroid == pytest.approx(tuple(predicted), abs=1.0 if pose[2] < 100 else 0.1), \
+            pose
 
 
 def test_image_up_is_vehicle_forward_and_right_is_vehicle_right():
