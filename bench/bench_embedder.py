@@ -124,7 +124,8 @@ def embedder_node_rss(bundle_dir, seconds=8.0, domain=160):
             spin(0.1)
         spin(1.0)
         with open(f'/proc/{proc.pid}/status') as stream:
-            status = {line.split(':')[0]: line.split()[1] for line in stream if ':' in line}
+            status = {line.split(':')[0]: line.split()[1] for line in stream
+                      if line.startswith(('VmHWM:', 'VmRSS:'))}
         result = {'peak_rss_mb': round(int(status['VmHWM']) / 1024, 1),
                   'rss_mb': round(int(status['VmRSS']) / 1024, 1),
                   'descriptors_received': len(got), 'goal_mb': 160.0}

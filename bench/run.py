@@ -31,7 +31,48 @@ def run_sim(args):
             'sensor_rates_1x': bench_sim.bench_sensor_rates(world, seconds=args.seconds)}
 
 
-SUITES = {'sim': run_sim}
+def run_perception(args):
+    import bench_embedder
+    import bench_perception
+    import bench_retrieval
+    from skyloc_perception.rootsift import RootSiftBackbone
+    from skyloc_perception.vit_onnx import OnnxVitBackbone
+    from skyloc_sim.world import load_world, procedural_world
+    world = load_world(procedural_world(os.path.join(ROOT, '.cache', 'worlds'), 7, 1200.0, 0.5,
+                                        conditions=('summer',)))
+    out = {'latency': bench_embedder.bench_rootsift_vlad_latency()}
+    print('[bench] perception: ViT speed (one thread, side by side)', flush=True)
+    out['vit_speed'] = bench_perception.bench_vit_speed(threads=1, runs=10)
+    print('[bench] perception: INT8 quantization error', flush=True)
+    out['quantization'] = bench_perception.bench_quantization_error()
+    print('[bench] perception: retrieval Recall@1 (RootSIFT, default backend)', flush=True)
+    out['retrieval_rootsift'] = bench_retrieval.bench_retrieval(
+        world, {'rootsift': RootSiftBackbone()}, stride_m=25.0, count=120)
+    print('[bench] perception: retrieval FP32 vs INT8 ViT (random weights, outliers)',
+          flush=True)
+    models = bench_perception.vit_models(layerscale=0.1, outliers=True, smooth_alpha=0.5)
+    out['retrieval_vit_quantized'] = bench_retrieval.bench_retrieval(
+        world, {'vit_fp32': OnnxVitBackbone(models['fp32'], 224),
+                'vit_int8': OnnxVitBackbone(models['int8_dynamic'], 224)},
+        stride_m=50.0, count=60)
+    r = out['retrieval_vit_quantized']
+    r['recall_drop_points'] = round(100 * (r['vit_fp32']['recall_at_1']
+                                           - r['vit_int8']['recall_at_1']), 1)
+    print('[bench] perception: memory', flush=True)
+    out['onnx_rss'] = bench_perception.bench_onnx_rss()
+    _, tiles = bench_retrieval.database_tiles(world, 100.0, 100.0, 224)
+    bundle = bench_embedder.vit_bundle(models['int8_dynamic'],
+                                       os.path.join(ROOT, '.cache', 'bench', 'vit_int8_bundle'),
+                                       tiles[:120])
+    out['core_rss_vit_int8'] = bench_embedder.core_rss(bundle.path, tiles=10000)
+    default_bundle = os.path.join(ROOT, '.cache', 'bundles', 'default')
+    if os.path.isfile(os.path.join(default_bundle, 'bundle.json')):
+        out['core_rss_rootsift'] = bench_embedder.core_rss(default_bundle, tiles=10000)
+    out['embedder_node_rss_vit_int8'] = bench_embedder.embedder_node_rss(bundle.path)
+    return out
+
+
+SUITES = {'sim': run_sim, 'perception': run_perception}
 
 
 def table(results):
@@ -49,7 +90,58 @@ def table(results):
         for topic, r in sim['sensor_rates_1x'].items():
             lines.append(f"| sim | {topic} rate at 1x | {r['hz']} Hz ({r['error_percent']:+}%)"
                          f" | {r['goal_hz']} Hz +-10% | {'yes' if r['pass'] else 'NO'} |")
+    per = results.get('perception')
+    if per:
+        lines += perception_rows(per)
     return '\n'.join(lines) + '\n'
+
+
+def perception_rows(per):
+    yes = {True: 'yes', False: 'NO'}
+    rows = []
+    lat = per['latency']
+    rows.append(f"| perception | RootSIFT dense features, 224 px, one thread | "
+                f"{lat['rootsift_224_ms']} ms | - | - |")
+    rows.append(f"| perception | VLAD ({lat['vlad_dim']}) + PCA ({lat['pca_dim']}) | "
+                f"{lat['vlad_pca_ms']} ms | - | - |")
+    vs = per['vit_speed']
+    for name, m in vs['models'].items():
+        rows.append(f"| perception | {name}, 224 px, one thread, median | {m['median_ms']} ms "
+                    f"| - | - |")
+    rows.append(f"| perception | speed-up FP32 ViT-B/14 (PyTorch) / INT8 ViT-S/14 (ONNX) | "
+                f"{vs['speedup_torch_vitb14_fp32_over_onnx_int8_vits14']}x | >= 10x | "
+                f"{yes[vs['pass']]} |")
+    for variant, q in per['quantization'].get('variants', {}).items():
+        for mode in ('int8_dynamic', 'int8_static_qdq'):
+            if mode in q:
+                c = q[mode]
+                rows.append(f"| perception | {mode} cosine vs FP32, {variant}, mean / p1 | "
+                            f"{c['mean']} / {c['p1']} | >= 0.999 | "
+                            f"{yes[c['mean'] >= 0.999]} |")
+    rs = per['retrieval_rootsift']
+    rows.append(f"| perception | Recall@1 RootSIFT (default), {rs['tiles']} tiles, "
+                f"{rs['queries']} '{rs['condition']}' queries, yaw +-3 deg, alt +-7% | "
+                f"{rs['rootsift']['recall_at_1']} (median error "
+                f"{rs['rootsift']['median_error_m']} m) | - | - |")
+    rv = per['retrieval_vit_quantized']
+    rows.append(f"| perception | Recall@1 ViT FP32 / INT8 (random weights + outliers) | "
+                f"{rv['vit_fp32']['recall_at_1']} / {rv['vit_int8']['recall_at_1']} "
+                f"(drop {rv['recall_drop_points']} points) | drop <= 1 point | "
+                f"{yes[rv['recall_drop_points'] <= 1.0]} |")
+    rows.append(f"| perception | peak RSS: ORT + INT8 ViT-S, one inference (no ROS) | "
+                f"{per['onnx_rss']['peak_rss_mb']} MB | - | - |")
+    c = per['core_rss_vit_int8']
+    rows.append(f"| perception | peak RSS inference core: INT8 ViT-S + VLAD + PCA + "
+                f"{c['tiles']}-tile db | {c['peak_rss_mb']} MB | <= 100 MB | "
+                f"{yes[c['peak_rss_mb'] <= 100]} |")
+    if 'core_rss_rootsift' in per:
+        c = per['core_rss_rootsift']
+        rows.append(f"| perception | peak RSS inference core: RootSIFT + VLAD + PCA + "
+                    f"{c['tiles']}-tile db | {c['peak_rss_mb']} MB | - | - |")
+    n = per['embedder_node_rss_vit_int8']
+    rows.append(f"| perception | peak RSS embedder node (rclpy, INT8 ViT-S) | "
+                f"{n['peak_rss_mb']} MB | <= 160 MB | {yes[n['pass']]} |")
+    return rows
 
 
 def main(argv=None):
@@ -58,10 +150,17 @@ def main(argv=None):
                         help='run only these suites (default: all)')
     parser.add_argument('--seconds', type=float, default=10.0,
                         help='length of rate measurements, s')
+    parser.add_argument('--table-only', action='store_true',
+                        help='only rewrite BENCHMARKS.md from bench/results/*.json')
     args = parser.parse_args(argv)
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
     results = {'machine': machine()}
-    for name in args.suite or sorted(SUITES):
+    for name in SUITES:  # earlier results of suites not run now stay in the table
+        path = os.path.join(HERE, 'results', f'{name}.json')
+        if os.path.isfile(path):
+            with open(path) as stream:
+                results[name] = json.load(stream)[name]
+    for name in [] if args.table_only else (args.suite or sorted(SUITES)):
         print(f'[bench] {name} ...', flush=True)
         results[name] = SUITES[name](args)
         with open(os.path.join(HERE, 'results', f'{name}.json'), 'w') as stream:
