@@ -3,21 +3,17 @@
 import argparse
 import math
 import os
-import subprocess
-import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import FluidPressure, Image, Imu
 from skyloc_interfaces.msg import Descriptor
-import yaml
 
 from skyloc_perception.bundle import load_bundle
 from skyloc_perception.build_bundle import build
+from skyloc_sim.testing import start_node, stop_process, TestNode
 
 os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
 
@@ -42,25 +38,14 @@ def bundle_dir(tmp_path_factory):
 
 
 def start_embedder(tmp_path, domain, **params):
-    path = tmp_path / f'embedder_{domain}.yaml'
-    path.write_text(yaml.safe_dump({'embedder': {'ros__parameters': params}}))
-    from ament_index_python.packages import get_package_prefix
-    exe = os.path.join(get_package_prefix('skyloc_perception'), 'lib', 'skyloc_perception',
-                       'embedder')
-    return subprocess.Popen([exe, '--ros-args', '--params-file', str(path)],
-                            env=dict(os.environ, ROS_DOMAIN_ID=str(domain)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return start_node('skyloc_perception', 'embedder', 'embedder', params, domain, tmp_path)
 
 
-class Driver:
+class Driver(TestNode):
     """Test-side node: publishes camera/IMU/baro, collects descriptors and diagnostics."""
 
     def __init__(self, domain):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node('embedder_test', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__('embedder_test', domain)
         self.image = self.node.create_publisher(Image, '/camera/image_raw',
                                                 qos_profile_sensor_data)
         self.imu = self.node.create_publisher(Imu, '/imu/data', qos_profile_sensor_data)
@@ -80,17 +65,6 @@ class Driver:
                              timeout)
         self.spin(0.5)
         return ok
-
-    def spin(self, seconds):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.02)
-
-    def wait_until(self, predicate, timeout=20.0):
-        end = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.05)
-        return predicate()
 
     def send_attitude_and_altitude(self, yaw=0.3, pressure=101325.0, nan=False):
         imu = Imu()
@@ -116,21 +90,6 @@ class Driver:
 
     def last_status(self):
         return self.diagnostics[-1].status[0] if self.diagnostics else None
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
-
-def stop(proc):
-    proc.send_signal(2)
-    try:
-        out, _ = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return proc.returncode, out.decode(errors='replace')
 
 
 def test_image_to_descriptor_with_same_stamp_and_bad_input_survived(tmp_path, bundle_dir):
@@ -185,7 +144,7 @@ def test_image_to_descriptor_with_same_stamp_and_bad_input_survived(tmp_path, bu
         assert float(values['rss_mb']) > 30
     finally:
         drv.close()
-        code, out = stop(proc)
+        code, out = stop_process(proc)
         print(out)  # the node's log, shown when the test fails
     assert code == 0, out
     assert 'unknown encoding' in out.lower() or 'yuv422' in out
@@ -227,6 +186,6 @@ def test_bad_bundle_reports_error_and_node_stays_up(tmp_path, bundle_dir, breaka
         assert proc.poll() is None and not drv.descriptors
     finally:
         drv.close()
-        code, out = stop(proc)
+        code, out = stop_process(proc)
         print(out)
     assert code == 0 and expect in out

@@ -2,7 +2,6 @@
 
 import math
 import os
-import subprocess
 import sys
 import time
 
@@ -11,8 +10,6 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 import numpy as np
 import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import BatteryState, CameraInfo, FluidPressure, Image, Imu, LaserScan
@@ -20,6 +17,7 @@ from skyloc_interfaces.srv import SimEvent
 import yaml
 
 from skyloc_sim.sensors import isa_altitude
+from skyloc_sim.testing import start_node, stop_process, TestNode
 from skyloc_sim.world import save_world
 
 MAST = (30.0, 0.0)   # a 200 m mast 30 m east of the start
@@ -37,18 +35,11 @@ def world_yaml(tmp_path_factory):
 
 
 def start_sim(tmp_path, domain_id, **params):
-    doc = {'sim': {'ros__parameters': params}}
-    params_file = tmp_path / f'sim_{domain_id}.yaml'
-    params_file.write_text(yaml.safe_dump(doc))
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
-    from ament_index_python.packages import get_package_prefix
-    exe = os.path.join(get_package_prefix('skyloc_sim'), 'lib', 'skyloc_sim', 'sim')
-    return subprocess.Popen([exe, '--ros-args', '--params-file', str(params_file)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return start_node('skyloc_sim', 'sim', 'sim', params, domain_id, tmp_path)
 
 
-class Probe:
-    """A node in its own context/domain that counts and keeps messages per topic."""
+class Probe(TestNode):
+    """Counts and keeps the simulator's messages per topic."""
 
     TOPICS = {
         '/camera/image_raw': (Image, qos_profile_sensor_data),
@@ -63,11 +54,7 @@ class Probe:
     }
 
     def __init__(self, domain_id):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node('probe', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__('probe', domain_id)
         self.msgs = {t: [] for t in self.TOPICS}
         self.times = {t: [] for t in self.TOPICS}
         for topic, (kind, qos) in self.TOPICS.items():
@@ -81,44 +68,17 @@ class Probe:
             self.msgs[topic].append(msg)
         return store
 
-    def spin(self, seconds):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.01)
-
     def wait_for(self, topic, timeout=30.0):
-        end = time.monotonic() + timeout
-        while not self.msgs[topic] and time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.05)
-        assert self.msgs[topic], f'no message on {topic} within {timeout} s'
+        assert self.wait_until(lambda: bool(self.msgs[topic]), timeout), \
+            f'no message on {topic} within {timeout} s'
 
     def clear(self):
         for topic in self.TOPICS:
             self.msgs[topic].clear()
             self.times[topic].clear()
 
-    def call(self, name, args):
-        assert self.event.wait_for_service(timeout_sec=10.0)
-        future = self.event.call_async(SimEvent.Request(name=name, args=args))
-        end = time.monotonic() + 10.0
-        while not future.done() and time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.05)
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
-
-def stop(proc):
-    proc.send_signal(2)
-    try:
-        out, _ = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return proc.returncode, out.decode(errors='replace')
+    def event_call(self, name, args):
+        return self.call(self.event, SimEvent.Request(name=name, args=args))
 
 
 @pytest.fixture
@@ -132,7 +92,7 @@ def drone(tmp_path, world_yaml):
         yield probe, proc
     finally:
         probe.close()
-        code, out = stop(proc)
+        code, out = stop_process(proc)
         sys.stdout.write(out)
         assert code == 0, f'sim exited with {code}:\n{out}'
 
@@ -205,20 +165,20 @@ def test_cmd_vel_moves_the_drone_nan_ignored_limits_clamped(drone):
 
 def test_event_service_adds_obstacle_and_blacks_out_camera(drone):
     probe, _ = drone
-    result = probe.call('add_obstacle', [0.0, -20.0, 150.0, 2.0])   # 20 m south
+    result = probe.event_call('add_obstacle', [0.0, -20.0, 150.0, 2.0])   # 20 m south
     assert result.success, result.message
     probe.msgs['/scan'].clear()
     probe.spin(0.5)
     scan = probe.msgs['/scan'][-1]
     south = int(round((-math.pi / 2 - scan.angle_min) / scan.angle_increment))
     assert scan.ranges[south] == pytest.approx(18.0, abs=1.0)
-    assert not probe.call('add_obstacle', [1.0]).success
-    assert probe.call('camera_blackout', [2.0]).success
+    assert not probe.event_call('add_obstacle', [1.0]).success
+    assert probe.event_call('camera_blackout', [2.0]).success
     probe.spin(0.3)
     probe.msgs['/camera/image_raw'].clear()
     probe.spin(1.0)
     assert not probe.msgs['/camera/image_raw']
-    assert probe.call('teleport', [50.0, 60.0]).success
+    assert probe.event_call('teleport', [50.0, 60.0]).success
     probe.msgs['/sim/ground_truth'].clear()
     probe.spin(0.3)
     pos = probe.msgs['/sim/ground_truth'][-1].pose.pose.position
@@ -250,7 +210,7 @@ def test_ground_robot_in_room_publishes_drifting_wheel_odometry(tmp_path):
         assert not probe.msgs['/camera/image_raw']      # a ground robot has no nadir view
     finally:
         probe.close()
-        code, out = stop(proc)
+        code, out = stop_process(proc)
         assert code == 0, out
 
 
