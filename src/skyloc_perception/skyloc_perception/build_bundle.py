@@ -55,7 +55,7 @@ def build(args, log=print):
     tiles = sample_tiles(orthophoto, grid, footprints, args.tiles, args.input_size, args.seed)
     if args.backend == 'rootsift':
         from skyloc_perception.rootsift import RootSiftBackbone
-        backbone = RootSiftBackbone(input_size=args.input_size)
+        backbone = RootSiftBackbone(args.rootsift_step, args.rootsift_patch, args.input_size)
     else:
         from skyloc_perception.vit_onnx import OnnxVitBackbone
         backbone = OnnxVitBackbone(args.onnx, args.input_size, threads=args.threads)
@@ -75,6 +75,8 @@ def build(args, log=print):
         log(f'PCA-whitening {vectors.shape[1]} -> {dim}')
     extra = {'map_yaml': args.map, 'footprints_m': footprints, 'tiles': len(tiles),
              'seed': args.seed, 'built_s': round(time.monotonic() - t0, 1)}
+    if args.backend == 'rootsift':
+        extra['rootsift'] = backbone.config  # the bundle keeps its grid if defaults change
     bundle = write_bundle(args.out, args.backend, args.input_size, centres, pca,
                           onnx_file=args.onnx if args.backend == 'onnx' else None,
                           layer=args.layer, facet=args.facet, extra=extra)
@@ -98,6 +100,9 @@ def parser():
     p.add_argument('--footprints', default='80,110,140',
                    help='tile ground footprints, metres (the altitude bands)')
     p.add_argument('--input-size', type=int, default=224, help='crop side in pixels')
+    p.add_argument('--rootsift-step', type=int, default=16, help='RootSIFT grid step, px')
+    p.add_argument('--rootsift-patch', type=float, default=80.0,
+                   help='RootSIFT patch side, px (large patches tolerate heading error)')
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--quiet', action='store_true', help='no progress bars')

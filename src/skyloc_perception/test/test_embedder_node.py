@@ -1,6 +1,5 @@
 """The `embedder` node as a real process over DDS: Image in, Descriptor out; bad input."""
 
-import argparse
 import math
 import os
 
@@ -12,7 +11,7 @@ from sensor_msgs.msg import FluidPressure, Image, Imu
 from skyloc_interfaces.msg import Descriptor
 
 from skyloc_perception.bundle import load_bundle
-from skyloc_perception.build_bundle import build
+from skyloc_perception.build_bundle import build, parser
 from skyloc_sim.testing import start_node, stop_process, TestNode
 
 os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
@@ -30,9 +29,9 @@ def bundle_dir(tmp_path_factory):
     cv2.imwrite(str(out / 'map.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     map_yaml = write_map_yaml(str(out / 'map.yaml'), 'map.png', 0.5, (-150.0, -150.0, 0.0),
                               (47.0, 8.0))
-    args = argparse.Namespace(map=map_yaml, out=str(out / 'b'), backend='rootsift', onnx=None,
-                              layer=None, facet=None, k=8, pca_dim=32, tiles=80,
-                              footprints='60', input_size=160, threads=1, seed=0, quiet=True)
+    args = parser().parse_args(['--map', map_yaml, '--out', str(out / 'b'), '--k', '8',
+                                '--pca-dim', '32', '--tiles', '80', '--footprints', '60',
+                                '--input-size', '160', '--quiet'])
     build(args, log=lambda m: None)
     return str(out / 'b')
 

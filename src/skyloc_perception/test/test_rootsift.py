@@ -31,17 +31,22 @@ def textured():
 
 
 def test_shape_norms_and_determinism(textured):
-    bb = RootSiftBackbone()
+    fine = dict(step_px=8, patch_px=16)   # the default grid (16, 80) is tested below
+    bb = RootSiftBackbone(**fine)
     assert (bb.name, bb.dim, bb.input_size) == ('rootsift', 128, 224)
     f = bb.features(textured)
     assert f.dtype == np.float32 and f.shape == (27 * 27, 128)   # step 8, all 16-px patches in
     assert f.min() >= 0.0
     np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(f, bb.features(textured))
-    np.testing.assert_array_equal(f, RootSiftBackbone().features(textured.copy()))
+    np.testing.assert_array_equal(f, RootSiftBackbone(**fine).features(textured.copy()))
     pts = bb.grid_points()
     assert pts.shape == (len(f), 2) and bb.grid_shape == (27, 27)
     assert (pts.min(), pts.max()) == (8.0, 216.0)   # centred: 8 px margin on both sides
+    default = RootSiftBackbone()
+    assert default.grid_shape == (10, 10) and default.config == {'step_px': 16,
+                                                                 'patch_px': 80.0}
+    assert default.grid_points().min() == 40.0   # a 40 px margin: every 80-px patch inside
 
 
 def test_is_root_of_l1_normalised_sift(textured):
@@ -54,7 +59,7 @@ def test_is_root_of_l1_normalised_sift(textured):
 
 
 def test_resizes_to_input_size_and_is_upright(textured):
-    bb = RootSiftBackbone()
+    bb = RootSiftBackbone(step_px=8, patch_px=16)
     big = cv2.resize(textured, (448, 448), interpolation=cv2.INTER_CUBIC)
     back = cv2.resize(big, (224, 224), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(bb.features(big), bb.features(back))
@@ -66,8 +71,9 @@ def test_resizes_to_input_size_and_is_upright(textured):
 
 
 def test_flat_image_gives_zero_rows():
-    f = RootSiftBackbone().features(np.full((224, 224, 3), 90, np.uint8))
+    f = RootSiftBackbone(step_px=8, patch_px=16).features(np.full((224, 224, 3), 90, np.uint8))
     assert f.shape == (729, 128) and not f.any()
+    assert RootSiftBackbone().features(np.full((224, 224, 3), 90, np.uint8)).shape == (100, 128)
 
 
 def test_bad_input():

@@ -68,10 +68,13 @@ def prepare_bundle(root, world_yaml, log=print):
     from skyloc_perception.build_bundle import build, parser
     out = os.path.join(root, '.cache', 'bundles', 'default')
     manifest = os.path.join(out, 'bundle.json')
+    want = parser().parse_args(['--map', world_yaml, '--out', out])
     if os.path.isfile(manifest):
         with open(manifest) as stream:
-            if json.load(stream).get('map_yaml') == world_yaml:
-                return out
+            meta = json.load(stream)
+        if meta.get('map_yaml') == world_yaml and meta.get('rootsift') == {
+                'step_px': want.rootsift_step, 'patch_px': want.rootsift_patch}:
+            return out
     shutil.rmtree(out, ignore_errors=True)
     log(f'building the default RootSIFT bundle from {world_yaml} (once; cached)')
     args = parser().parse_args(['--backend', 'rootsift', '--map', world_yaml, '--out', out])
