@@ -203,6 +203,8 @@ def _log(text):
 def run_multi_process(graph, nodes, values, args):
     env = dict(os.environ)  # FASTDDS_BUILTIN_TRANSPORTS is set by cmd_run
     width = max(len(n.name) for n in nodes)
+    # the recorder first: it takes seconds to start, and the simulator's clock does not wait
+    recorder = _start_recorder(args, values) if args.record else None
     children = []
     for i, spec in enumerate(nodes):
         cmd = [executable_path(spec.package, spec.executable)] + spec.arguments_resolved
@@ -211,7 +213,6 @@ def run_multi_process(graph, nodes, values, args):
                               args.log_dir))
     _log(f"started {len(children)} node processes: {', '.join(c.name for c in children)}"
          + (f' (logs in {args.log_dir})' if args.log_dir else ''))
-    recorder = _start_recorder(args, values) if args.record else None
     clock = ClockWatch(args.sim_duration, args.progress) if args.sim_duration else None
     died = []
     start = time.monotonic()
@@ -289,7 +290,8 @@ def _start_recorder(args, values, executor=None):
     if args.log_dir:  # quiet console: the recorder's per-topic lines only on warnings
         from rclpy.logging import LoggingSeverity, set_logger_level
         set_logger_level('recorder', LoggingSeverity.WARN)
-    recorder = BagRecorder(args.record, parameter_overrides=overrides)
+    # /clock is left out: `ros2 bag play --clock` regenerates it, and at 4x it is 400 msg/s
+    recorder = BagRecorder(args.record, exclude=('/clock',), parameter_overrides=overrides)
     if executor is None:
         executor = SingleThreadedExecutor()
         executor.add_node(recorder)

@@ -187,7 +187,8 @@ class SimNode(Node):
             baro=self.create_publisher(FluidPressure, '/baro', s),
             scan=self.create_publisher(LaserScan, '/scan', s),
             battery=self.create_publisher(BatteryState, '/battery', s),
-            truth=self.create_publisher(Odometry, '/sim/ground_truth', 10),
+            # deep history: a busy recorder or report must not lose reliable ground truth
+            truth=self.create_publisher(Odometry, '/sim/ground_truth', 200),
             odom=self.create_publisher(Odometry, '/odom', s)
             if self.sim.cfg.vehicle == 'ground' else None,
             clock=self.create_publisher(Clock, '/clock', 10),
