@@ -16,9 +16,8 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data, ReliabilityPolicy
 from rcl_interfaces.msg import ParameterDescriptor
@@ -30,6 +29,7 @@ from skyloc_perception.attitude import attitude_from_quaternion, baro_altitude
 from skyloc_perception.bundle import BundleError, DescriptorPipeline, load_bundle
 from skyloc_perception.image import image_from_msg, ImageError
 from skyloc_perception.normalize import CameraIntrinsics, normalize_query
+from skyloc_sim.node_main import run_node
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -311,16 +311,4 @@ NODE_CLASS = EmbedderNode
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EmbedderNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(EmbedderNode, args, executor_class=MultiThreadedExecutor, num_threads=3)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import math
 
 from geometry_msgs.msg import Twist
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rcl_interfaces.msg import ParameterDescriptor
+
+from skyloc_sim.node_main import run_node
 
 PARAMETERS = [
     ('altitude', 100.0, 'Cruise altitude above ground, m'),
@@ -96,14 +96,4 @@ NODE_CLASS = DemoPilot
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DemoPilot()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(DemoPilot, args)

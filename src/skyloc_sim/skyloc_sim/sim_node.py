@@ -9,7 +9,6 @@ parameter ("t_s name args..."). Simulated time runs in its own thread at `rate` 
 from dataclasses import dataclass
 import math
 import os
-import sys
 import threading
 import time
 
@@ -18,7 +17,6 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -29,6 +27,7 @@ from skyloc_interfaces.srv import SimEvent
 
 from skyloc_sim.geo import MapError
 from skyloc_sim.graph import workspace_root
+from skyloc_sim.node_main import run_node
 from skyloc_sim.sensors import BaroConfig, BatteryConfig, ImuConfig, LidarConfig
 from skyloc_sim.simulation import parse_event_line, SimConfig, Simulation
 from skyloc_sim.vehicle import Limits
@@ -413,17 +412,4 @@ NODE_CLASS = SimNode
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (MapError, ValueError) as exc:
-        print(f'[sim] error: {exc}', file=sys.stderr, flush=True)
-        raise SystemExit(1)
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimNode, args, startup_errors=(MapError, ValueError))

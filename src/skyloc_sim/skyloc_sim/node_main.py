@@ -1,0 +1,38 @@
+"""The `main()` of every skyloc node: init, spin, and a clean exit on Ctrl-C or SIGINT."""
+
+import sys
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+
+def run_node(node_class, args=None, executor_class=SingleThreadedExecutor,
+             startup_errors=(ValueError,), **executor_kwargs):
+    """Create `node_class()`, spin it, shut down cleanly (the Jazzy form of ros2/demos).
+
+    A start-up error of the kinds in `startup_errors` (bad parameters, unreadable files) is
+    printed as one line and exits 1. An exception raised while the context is already shut
+    down (rclpy can raise RuntimeError from a wait set torn down by SIGINT) is a clean exit.
+    """
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_class()
+        executor = executor_class(**executor_kwargs)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except startup_errors as exc:
+        if node is not None and rclpy.ok():
+            raise
+        name = getattr(node_class, '__name__', 'node')
+        print(f'[{name}] error: {exc}', file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    except Exception:
+        if rclpy.ok():
+            raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
