@@ -24,11 +24,10 @@ import math
 import cv2
 import numpy as np
 
-# Columns are the camera optical axes (x right, y down, z forward) expressed in base_link:
-# image right = base_link -y, image down = base_link -x, optical axis = base_link -z.
-R_BASE_CAMERA = np.array([[0.0, -1.0, 0.0],
-                          [-1.0, 0.0, 0.0],
-                          [0.0, 0.0, -1.0]])
+# One definition of the camera mounting (R_BASE_CAMERA: image right = base_link -y, image
+# down = base_link -x, optical axis = base_link -z) and of the attitude, shared with the
+# simulator that renders the images (DESIGN.md conventions).
+from skyloc_sim.camera import R_BASE_CAMERA, rotation_base_to_map  # noqa: F401 (API)
 
 # below this many source pixels per output pixel plain bilinear sampling does not alias
 _AA_THRESHOLD = 1.01
@@ -120,17 +119,6 @@ class CameraIntrinsics:
         # pixel-index convention: continuous u = index + 0.5 scales, the index does not
         return CameraIntrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
                                 (self.cy + 0.5) * sy - 0.5, width, height)
-
-
-def rotation_base_to_map(yaw, roll=0.0, pitch=0.0):
-    """R (3x3) taking base_link vectors to the map frame: Rz(yaw) Ry(pitch) Rx(roll), rad."""
-    cy, sy = math.cos(yaw), math.sin(yaw)
-    cp, sp = math.cos(pitch), math.sin(pitch)
-    cr, sr = math.cos(roll), math.sin(roll)
-    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
-    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
-    return rz @ ry @ rx
 
 
 def ground_to_image(intrinsics, altitude_m, yaw_rad, roll_rad=0.0, pitch_rad=0.0, gimbal=True):
