@@ -67,24 +67,15 @@ def core_rss(bundle_dir, tiles=10000):
 def embedder_node_rss(bundle_dir, seconds=8.0, domain=160):
     """Peak RSS (MB) of the embedder node process embedding 640x480 frames at 2 Hz."""
     import math
-    import rclpy
-    import yaml
-    from ament_index_python.packages import get_package_prefix
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import FluidPressure, Image, Imu
     from skyloc_interfaces.msg import Descriptor
-    params = os.path.join(ROOT, '.cache', 'bench', 'embedder_rss.yaml')
-    with open(params, 'w') as stream:
-        yaml.safe_dump({'embedder': {'ros__parameters': {
-            'bundle': bundle_dir, 'footprint_m': 100.0, 'query_rate': 2.0}}}, stream)
-    exe = os.path.join(get_package_prefix('skyloc_perception'), 'lib', 'skyloc_perception',
-                       'embedder')
-    proc = subprocess.Popen([exe, '--ros-args', '--params-file', params],
-                            env=dict(os.environ, ROS_DOMAIN_ID=str(domain)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain)
-    node = rclpy.create_node('rss_probe', context=ctx)
+    from skyloc_sim.testing import start_node, stop_process, TestNode
+    proc = start_node('skyloc_perception', 'embedder', 'embedder',
+                      {'bundle': bundle_dir, 'footprint_m': 100.0, 'query_rate': 2.0}, domain,
+                      os.path.join(ROOT, '.cache', 'bench'))
+    probe = TestNode('rss_probe', domain)
+    node, spin = probe.node, probe.spin
     got = []
     node.create_subscription(Descriptor, '/skyloc/descriptor', got.append, 10)
     img_pub = node.create_publisher(Image, '/camera/image_raw', qos_profile_sensor_data)
@@ -92,15 +83,6 @@ def embedder_node_rss(bundle_dir, seconds=8.0, domain=160):
     baro_pub = node.create_publisher(FluidPressure, '/baro', qos_profile_sensor_data)
     rng = np.random.default_rng(0)
     frame = np.repeat(np.repeat(rng.integers(0, 255, (60, 80, 3), np.uint8), 8, 0), 8, 1)
-    from rclpy.executors import SingleThreadedExecutor
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-
-    def spin(duration):
-        end = time.monotonic() + duration
-        while time.monotonic() < end:
-            ex.spin_once(timeout_sec=0.02)
-
     try:
         end = time.monotonic() + 20
         while img_pub.get_subscription_count() == 0 and time.monotonic() < end:
@@ -132,8 +114,5 @@ def embedder_node_rss(bundle_dir, seconds=8.0, domain=160):
         result['pass'] = result['peak_rss_mb'] <= 160.0 and not math.isnan(result['rss_mb'])
         return result
     finally:
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
-        proc.send_signal(2)
-        proc.wait(10)
+        probe.close()
+        stop_process(proc)

@@ -1,12 +1,9 @@
 """Simulator benchmarks: camera render time on one core, sensor rates at 1x real time."""
 
-import os
-import subprocess
 import tempfile
 import time
 
 import numpy as np
-import yaml
 
 RATES = {'/camera/image_raw': 5.0, '/imu/data': 100.0, '/baro': 20.0, '/scan': 10.0,
          '/sim/ground_truth': 100.0, '/clock': 100.0, '/battery': 1.0}
@@ -37,51 +34,32 @@ def bench_camera_render(world_yaml, frames=200):
 
 def bench_sensor_rates(world_yaml, seconds=10.0, domain=150):
     """Received rate of every sensor topic over `seconds` at rate 1x (multi-process, DDS)."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    from nav_msgs.msg import Odometry
     from rclpy.qos import qos_profile_sensor_data
     from rosgraph_msgs.msg import Clock
-    from nav_msgs.msg import Odometry
     from sensor_msgs.msg import BatteryState, FluidPressure, Image, Imu, LaserScan
-    from ament_index_python.packages import get_package_prefix
+    from skyloc_sim.testing import start_node, stop_process, TestNode
 
     kinds = {'/camera/image_raw': Image, '/imu/data': Imu, '/baro': FluidPressure,
              '/scan': LaserScan, '/sim/ground_truth': Odometry, '/clock': Clock,
              '/battery': BatteryState}
+    stamps = {t: [] for t in kinds}
     with tempfile.TemporaryDirectory() as tmp:
-        params = os.path.join(tmp, 'p.yaml')
-        with open(params, 'w') as stream:
-            yaml.safe_dump({'sim': {'ros__parameters': {
-                'world': world_yaml, 'start': [0.0, 0.0, 100.0, 0.0]}}}, stream)
-        exe = os.path.join(get_package_prefix('skyloc_sim'), 'lib', 'skyloc_sim', 'sim')
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
-        proc = subprocess.Popen([exe, '--ros-args', '--params-file', params], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        ctx = rclpy.Context()
-        rclpy.init(context=ctx, domain_id=domain)
-        node = rclpy.create_node('bench_probe', context=ctx)
-        ex = SingleThreadedExecutor(context=ctx)
-        ex.add_node(node)
-        stamps = {t: [] for t in kinds}
+        proc = start_node('skyloc_sim', 'sim', 'sim',
+                          {'world': world_yaml, 'start': [0.0, 0.0, 100.0, 0.0]}, domain, tmp)
+        probe = TestNode('bench_probe', domain)
         for topic, kind in kinds.items():
             qos = 10 if topic in ('/sim/ground_truth', '/clock') else qos_profile_sensor_data
-            node.create_subscription(kind, topic,
-                                     lambda m, t=topic: stamps[t].append(time.monotonic()), qos)
+            probe.node.create_subscription(
+                kind, topic, lambda m, t=topic: stamps[t].append(time.monotonic()), qos)
         try:
-            end = time.monotonic() + 60
-            while not stamps['/camera/image_raw'] and time.monotonic() < end:
-                ex.spin_once(timeout_sec=0.05)
+            probe.wait_until(lambda: bool(stamps['/camera/image_raw']), timeout=60)
             for v in stamps.values():
                 v.clear()
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                ex.spin_once(timeout_sec=0.01)
+            probe.spin(seconds)
         finally:
-            ex.shutdown()
-            node.destroy_node()
-            rclpy.shutdown(context=ctx)
-            proc.send_signal(2)
-            proc.wait(10)
+            probe.close()
+            stop_process(proc)
     result = {}
     for topic, want in RATES.items():
         s = stamps[topic]

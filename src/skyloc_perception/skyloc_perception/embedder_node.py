@@ -20,7 +20,6 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data, ReliabilityPolicy
-from rcl_interfaces.msg import ParameterDescriptor
 from sensor_msgs.msg import CameraInfo, FluidPressure, Image, Imu
 from skyloc_interfaces.msg import Descriptor
 from std_msgs.msg import Float32
@@ -29,7 +28,7 @@ from skyloc_perception.attitude import attitude_from_quaternion, baro_altitude
 from skyloc_perception.bundle import BundleError, DescriptorPipeline, load_bundle
 from skyloc_perception.image import image_from_msg, ImageError
 from skyloc_perception.normalize import CameraIntrinsics, normalize_query
-from skyloc_sim.node_main import run_node
+from skyloc_sim.node_main import declare_parameters, run_node
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -74,10 +73,7 @@ class EmbedderNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('embedder', **kwargs)
-        for name, default, description in PARAMETERS:
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, dynamic_typing=isinstance(default, float)))
-        p = {name: self.get_parameter(name).value for name, _, _ in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS)
         self.cfg = p
         self.query_rate = min(float(p['query_rate']), float(p['max_query_rate']))
         self.lock = threading.Lock()

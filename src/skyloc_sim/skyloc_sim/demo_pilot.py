@@ -10,9 +10,8 @@ import math
 
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
-from rcl_interfaces.msg import ParameterDescriptor
 
-from skyloc_sim.node_main import run_node
+from skyloc_sim.node_main import declare_parameters, run_node
 
 PARAMETERS = [
     ('altitude', 100.0, 'Cruise altitude above ground, m'),
@@ -56,11 +55,7 @@ class DemoPilot(Node):
 
     def __init__(self, **kwargs):
         super().__init__('demo_pilot', **kwargs)
-        for name, default, description in PARAMETERS:
-            # numbers accept 4 as well as 4.0 (launch arguments and CLI overrides)
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, dynamic_typing=isinstance(default, float)))
-        p = {name: self.get_parameter(name).value for name, _, _ in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS)
         for name in ('altitude', 'climb_rate', 'speed', 'yaw_rate'):
             if not p[name] > 0:
                 raise ValueError(f"parameter '{name}' must be positive, got {p[name]}")

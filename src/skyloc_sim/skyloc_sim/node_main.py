@@ -36,3 +36,15 @@ def run_node(node_class, args=None, executor_class=SingleThreadedExecutor,
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+def declare_parameters(node, table):
+    """Declare (name, default, description) parameters; returns {name: value}.
+
+    Numbers accept 4 as well as 4.0 (launch arguments and CLI overrides type them by text).
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
+    for name, default, description in table:
+        node.declare_parameter(name, default, ParameterDescriptor(
+            description=description, dynamic_typing=isinstance(default, float)))
+    return {name: node.get_parameter(name).value for name, _, _ in table}

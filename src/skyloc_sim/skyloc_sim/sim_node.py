@@ -20,14 +20,13 @@ import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from rcl_interfaces.msg import ParameterDescriptor
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import BatteryState, CameraInfo, FluidPressure, Image, Imu, LaserScan
 from skyloc_interfaces.srv import SimEvent
 
 from skyloc_sim.geo import MapError
 from skyloc_sim.graph import workspace_root
-from skyloc_sim.node_main import run_node
+from skyloc_sim.node_main import declare_parameters, run_node
 from skyloc_sim.sensors import BaroConfig, BatteryConfig, ImuConfig, LidarConfig
 from skyloc_sim.simulation import parse_event_line, SimConfig, Simulation
 from skyloc_sim.vehicle import Limits
@@ -96,14 +95,10 @@ class SimNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('sim', **kwargs)
-        for name, default, description in PARAMETERS:
-            # numbers accept 4 as well as 4.0 (launch arguments and CLI overrides)
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, dynamic_typing=isinstance(default, float)))
+        p = declare_parameters(self, PARAMETERS)
         if self.get_parameter('use_sim_time').value:
             # the simulator is the clock: it never waits for /clock itself
             self.set_parameters([Parameter('use_sim_time', Parameter.Type.BOOL, False)])
-        p = {name: self.get_parameter(name).value for name, _, _ in PARAMETERS}
         self.rate = float(p['rate'])
         if not self.rate > 0:
             raise ValueError(f"parameter 'rate' must be positive, got {self.rate}")
