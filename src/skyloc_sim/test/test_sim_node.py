@@ -83,7 +83,7 @@ class Probe(TestNode):
 
 @pytest.fixture
 def drone(tmp_path, world_yaml):
-    domain = 60 + os.getpid() % 30
+    domain = 60 + os.getpid() % 8   # 60-67: never a domain test_runner uses (71-75)
     proc = start_sim(tmp_path, domain, world=world_yaml, start=[0.0, 0.0, 80.0, 0.0],
                      imu_yaw_bias_deg=0.0)
     probe = Probe(domain)
@@ -186,7 +186,7 @@ def test_event_service_adds_obstacle_and_blacks_out_camera(drone):
 
 
 def test_ground_robot_in_room_publishes_drifting_wheel_odometry(tmp_path):
-    domain = 95 + os.getpid() % 5
+    domain = 90 + os.getpid() % 5
     proc = start_sim(tmp_path, domain, world='room', world_cache_dir=str(tmp_path / 'cache'),
                      start=[0.0, 0.0, 0.0, 0.0])
     probe = Probe(domain)
