@@ -96,7 +96,9 @@ def nearest_free(canvas, radius, x, y, clearance=0.0):
 def finish(canvas, name, kind, swath, radius, start_uv, obstacle_radius, description):
     """Pick the start near start_uv (map-local metres) and the new obstacle near the middle of
     the free C-space, with room around it so that it does not close a passage."""
-    start = nearest_free(canvas, radius, *canvas.xy(*start_uv))
+    # two cells inside the free C-space, not on its boundary (a start on the boundary of the
+    # area is a degenerate input for a polygon planner)
+    start = nearest_free(canvas, radius, *canvas.xy(*start_uv), clearance=2 * canvas.res)
     reach, _, _ = coverage_eval.reachable_mask(canvas.occ, canvas.res, canvas.origin, radius,
                                                start)
     cx, cy = float(canvas.x[reach].mean()), float(canvas.y[reach].mean())

@@ -174,3 +174,16 @@ def test_maps_are_valid_and_deterministic(tmp_path):
     occ, res, origin = coverage_maps.read_map_server(yaml_path)
     assert np.array_equal(occ, m['occupied']) and res == m['resolution']
     assert origin == pytest.approx(m['origin'])
+
+
+def test_baseline_polygon_edges_stay_in_reachable_cells():
+    import coverage_maps
+    import cpp_baseline
+    m = coverage_maps.room_lshape()
+    outer, holes = cpp_baseline.reachable_polygons(m['occupied'], m['resolution'], m['origin'],
+                                                   m['radius'], m['start'])
+    assert len(holes) >= 3
+    blocked = ce.blocked_mask(m['occupied'], m['resolution'], m['radius'])
+    for poly in [outer] + holes:
+        ring = np.vstack([poly, poly[:1]])
+        assert ce.collision_length(blocked, m['resolution'], m['origin'], ring) == 0.0
