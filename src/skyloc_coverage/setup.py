@@ -20,6 +20,9 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
+            'map_handler = skyloc_coverage.map_handler_node:main',
+            'coverage = skyloc_coverage.coverage_node:main',
+            'follower = skyloc_coverage.follower_node:main',
         ],
     },
 )

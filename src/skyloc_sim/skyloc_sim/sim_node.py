@@ -39,6 +39,7 @@ PARAMETERS = [
      '(image, resolution, origin, datum[, heights])'),
     ('world_seed', 7, 'Seed of the procedural world / room'),
     ('world_size_m', 1200.0, 'Side of the procedural world, metres'),
+    ('room_size_m', [12.0, 9.0], "Width and depth of the 'room' world, metres"),
     ('world_resolution', 0.5, 'Metres per pixel of the procedural orthophoto'),
     ('world_cache_dir', '.cache/worlds', 'Where generated worlds are cached (relative: to the '
      'workspace root)'),
@@ -161,7 +162,8 @@ class SimNode(Node):
                                     conditions=sorted({'summer', p['condition']} - {'map'}),
                                     log=self.get_logger().info)
         elif world == 'room':
-            path = room_world(cache, p['world_seed'])
+            size = [float(v) for v in p['room_size_m']]
+            path = room_world(cache, p['world_seed'], size[0], size[1])
         elif world == 'real_satellite':
             path = real_satellite_world(cache)
         else:

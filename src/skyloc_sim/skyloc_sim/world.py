@@ -56,7 +56,10 @@ class World:
         c0, r0 = int(u) - r, int(v) - r
         if c0 < 0 or r0 < 0 or c0 + 2 * r >= self.grid.width or r0 + 2 * r >= self.grid.height:
             return False
-        return bool((self.heights[r0:r0 + 2 * r + 1, c0:c0 + 2 * r + 1] < below).all())
+        window = self.heights[r0:r0 + 2 * r + 1, c0:c0 + 2 * r + 1]
+        d = np.arange(-r, r + 1)
+        disc = d[:, None] ** 2 + d[None, :] ** 2 <= (radius / self.grid.resolution + 0.5) ** 2
+        return bool((window[disc] < below).all())
 
     def add_obstacle(self, x, y, height, radius):
         """Put a cylinder (a mast) of height/radius (m) at (x, y) into the height map."""
@@ -155,10 +158,14 @@ def procedural_world(cache_dir, seed=7, size_m=1200.0, resolution=0.5,
 
 
 def room_world(cache_dir, seed=3, width_m=12.0, depth_m=9.0, resolution=0.05):
-    """A furnished room for the ground robot (walls 2.5 m, furniture 0.4-2 m); world.yaml."""
+    """A furnished room for the ground robot (walls 2.5 m, furniture 0.4-2 m); world.yaml.
+
+    Beside it, occupancy.yaml + occupancy.pgm: its walls and furniture as a Nav2 map_server
+    map (the static layer of the coverage graph).
+    """
     out_dir = os.path.join(cache_dir, f'room_s{seed}_{width_m:g}x{depth_m:g}')
     yaml_path = os.path.join(out_dir, 'world.yaml')
-    if os.path.isfile(yaml_path):
+    if os.path.isfile(yaml_path) and os.path.isfile(os.path.join(out_dir, 'occupancy.yaml')):
         return yaml_path
     rng = np.random.default_rng(seed)
     w, h = int(round(width_m / resolution)), int(round(depth_m / resolution))
@@ -194,6 +201,19 @@ def room_world(cache_dir, seed=3, width_m=12.0, depth_m=9.0, resolution=0.05):
     floor[heights >= 2.5] = (60, 60, 60)
     save_world(out_dir, floor, heights, resolution, (-width_m / 2, -depth_m / 2, 0.0),
                DEFAULT_DATUM, kind='room', info={'source': 'room', 'furniture': furniture})
+    write_occupancy_map(os.path.join(out_dir, 'occupancy.yaml'), heights >= 0.1, resolution,
+                        (-width_m / 2, -depth_m / 2, 0.0))
+    return yaml_path
+
+
+def write_occupancy_map(yaml_path, occupied, resolution, origin):
+    """A Nav2 map_server map (trinary PGM + YAML) of `occupied` (rows north first)."""
+    image = os.path.splitext(os.path.basename(yaml_path))[0] + '.pgm'
+    pixels = np.where(occupied, 0, 254).astype(np.uint8)
+    if not cv2.imwrite(os.path.join(os.path.dirname(yaml_path), image), pixels):
+        raise MapError(f'{yaml_path}: cannot write {image}')
+    write_map_yaml(yaml_path, image, resolution, origin, mode='trinary', negate=0,
+                   occupied_thresh=0.65, free_thresh=0.25)
     return yaml_path
 
 

@@ -1,0 +1,296 @@
+"""Node `coverage`: /map + survey area -> coverage path, coverage grid, progress, replanning.
+
+Subscribes /map (OccupancyGrid, transient local), /map/changes (MapChange) and the vehicle
+pose (nav_msgs/Odometry on `pose_topic`). Plans once it has both; publishes /coverage/path
+(nav_msgs/Path, map frame, transient local), /coverage/grid (OccupancyGrid: 100 swept, 0 still
+to sweep, -1 outside the survey), /coverage/progress (std_msgs/Float32, percent) and
+/diagnostics. When the map gains obstacles that touch the remaining path, only the uncovered
+remainder is replanned, from the current pose.
+"""
+
+import math
+import os
+import time
+
+from diagnostic_msgs.msg import DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry, OccupancyGrid, Path
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from skyloc_interfaces.msg import MapChange
+from skyloc_sim.node_main import declare_parameters, run_node
+from std_msgs.msg import Float32
+
+from skyloc_coverage import gridpath
+from skyloc_coverage.grid import MapError, polygon_mask
+from skyloc_coverage.planner import CoveragePlanner, PlanningError
+from skyloc_coverage.ros_common import (Diagnostics, grid_from_msg, grid_to_msg, LATCHED,
+                                        pose_from_odometry)
+from skyloc_coverage.tracking import CoverageTracker
+
+PARAMETERS = [
+    ('swath_width', 0.0, 'Swept width of one lane, m (ground robot: the tool width). 0: from '
+     'the camera footprint, 2 * altitude * tan(hfov / 2) * (1 - side_overlap)'),
+    ('altitude', 100.0, 'Survey altitude above ground for the camera footprint, m'),
+    ('camera_hfov_deg', 90.0, 'Camera horizontal field of view for the footprint, degrees'),
+    ('side_overlap', 0.3, 'Fraction of the camera footprint shared by neighbouring lanes'),
+    ('radius', 0.2, 'Vehicle radius: obstacles are inflated by it, m'),
+    ('area', [0.0], 'Survey polygon in the map frame, flat [x0, y0, x1, y1, ...] m; fewer than '
+     '3 points: the whole map'),
+    ('area_latlon', [0.0], 'Survey polygon in WGS84, flat [lat0, lon0, ...]; needs '
+     'map_yaml (its datum); used instead of area when it has 3 points or more'),
+    ('no_fly', [''], "No-fly polygons inside the area, each 'x0,y0,x1,y1,...' in the map "
+     'frame, m'),
+    ('map_yaml', '', 'Georeferenced map YAML whose datum converts area_latlon'),
+    ('pose_topic', '/skyloc/odometry', 'nav_msgs/Odometry of the vehicle in the map frame'),
+    ('unknown_is_free', True, 'Plan through cells the map has not observed yet'),
+    ('directions', [0.0, 90.0], 'Sweep directions tried (0 = lanes along x, 90 = along y); the '
+     'shorter plan is kept'),
+    ('replan', True, 'Replan the remainder when new obstacles touch the remaining path'),
+    ('coverage_goal_percent', 99.0, 'Progress at which the survey counts as complete'),
+    ('grid_rate', 1.0, 'How often /coverage/grid and /coverage/progress are published, Hz'),
+]
+
+
+def workspace_path(path):
+    if not path or os.path.isabs(path):
+        return path
+    return os.path.join(os.environ.get('SKYLOC_ROOT') or os.getcwd(), path)
+
+
+def _polygon(flat, what):
+    values = [float(v) for v in flat]
+    if len(values) % 2 or any(not math.isfinite(v) for v in values):
+        raise ValueError(f'{what}: expected an even number of finite values, got {flat}')
+    return np.asarray(values).reshape(-1, 2)
+
+
+class CoverageNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('coverage', **kwargs)
+        p = declare_parameters(self, PARAMETERS)
+        self.cfg = p
+        width = float(p['swath_width'])
+        if width <= 0:
+            width = (2.0 * float(p['altitude']) * math.tan(math.radians(p['camera_hfov_deg']) / 2)
+                     * (1.0 - float(p['side_overlap'])))
+        self.planner = CoveragePlanner(width, float(p['radius']),
+                                       unknown_is_free=bool(p['unknown_is_free']),
+                                       directions=tuple(p['directions']))
+        self.area, self.no_fly = self._survey_polygons(p)
+        self.diag = Diagnostics(self, 'coverage: planner')
+        self.grid = None
+        self.pose = None
+        self.plan = None
+        self.path_cells = None       # plan in cell coordinates, for checks against new maps
+        self.progress_index = 0
+        self.tracker = None
+        self.replans = []
+        self.goal_reached = False
+        self.last_error = ''
+        self.create_subscription(OccupancyGrid, '/map', self._on_map, LATCHED)
+        self.create_subscription(MapChange, '/map/changes', self._on_change, 10)
+        self.create_subscription(Odometry, p['pose_topic'], self._on_pose,
+                                 qos_profile_sensor_data)
+        self.path_pub = self.create_publisher(Path, '/coverage/path', LATCHED)
+        self.grid_pub = self.create_publisher(OccupancyGrid, '/coverage/grid', LATCHED)
+        self.progress_pub = self.create_publisher(Float32, '/coverage/progress', 10)
+        self.create_timer(1.0 / max(0.1, float(p['grid_rate'])), self._publish_progress)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f'swath {width:.2f} m, radius {p["radius"]:g} m; area: '
+                               + (f'{len(self.area)}-point polygon' if self.area is not None
+                                  else 'the whole map')
+                               + f', {len(self.no_fly)} no-fly polygon(s); waiting for /map '
+                               f"and {p['pose_topic']}")
+
+    def _survey_polygons(self, p):
+        area = None
+        latlon = [float(v) for v in p['area_latlon']]
+        if len(latlon) >= 6:
+            from skyloc_sim.geo import latlon_to_map, load_map_yaml
+            meta = load_map_yaml(workspace_path(p['map_yaml']), require_datum=True)
+            pts = _polygon(latlon, 'area_latlon')
+            area = np.array([latlon_to_map(lat, lon, meta.datum) for lat, lon in pts])
+        elif len(p['area']) >= 6:
+            area = _polygon(p['area'], 'area')
+        no_fly = [_polygon(s.replace(',', ' ').split(), 'no_fly') for s in p['no_fly']
+                  if s.strip()]
+        for poly in no_fly:
+            if len(poly) < 3:
+                raise ValueError(f'no_fly polygon with {len(poly)} points: needs 3 or more')
+        return area, no_fly
+
+    # ------------------------------------------------------------------ inputs
+    def _on_pose(self, msg):
+        pose = pose_from_odometry(msg)
+        if pose is None:
+            self.diag.problem_seen('pose with NaN/inf ignored')
+            return
+        self.pose = pose
+        if self.tracker is not None:
+            self.tracker.update(pose[0], pose[1])
+        if self.plan is None and self.grid is not None:
+            self._plan('first plan')
+
+    def _on_map(self, msg):
+        try:
+            grid = grid_from_msg(msg)
+        except (ValueError, MapError) as exc:
+            self._error(f'/map ignored: {exc}')
+            return
+        old = self.grid
+        self.grid = grid
+        if old is None or not old.same_frame(grid):
+            self.area_mask = self._area_mask(grid)
+            if self.tracker is not None:
+                self.get_logger().warning('/map geometry changed: coverage tracking restarts')
+            self.tracker = None
+            self.plan = None
+        if self.plan is None and self.pose is not None:
+            self._plan('first plan')
+        elif self.plan is not None:
+            self._check_remaining('map update')
+
+    def _on_change(self, msg):
+        if msg.newly_occupied and self.plan is not None:
+            self._check_remaining(f'{msg.newly_occupied} new obstacle cells')
+
+    def _area_mask(self, grid):
+        mask = np.ones(grid.data.shape, bool) if self.area is None else \
+            polygon_mask(grid, self.area)
+        for poly in self.no_fly:
+            mask &= ~polygon_mask(grid, poly)
+        return mask
+
+    def _error(self, text):
+        self.last_error = text
+        self.diag.problem_seen(text, DiagnosticStatus.ERROR)
+        self.get_logger().error(text, throttle_duration_sec=5.0)
+
+    # ------------------------------------------------------------------ planning
+    def _plan(self, why):
+        grid, pose = self.grid, self.pose
+        covered = self.tracker.covered if self.tracker is not None else None
+        try:
+            plan = self.planner.plan(grid, (pose[0], pose[1]), area=self.area_mask,
+                                     covered=covered)
+        except (PlanningError, MapError) as exc:
+            self._error(f'cannot plan ({why}): {exc}')
+            return False
+        for text in plan.warnings:
+            self.diag.problem_seen(text)
+            self.get_logger().warning(text)
+        if self.tracker is None:
+            self.tracker = CoverageTracker(grid.data.shape, grid.resolution, grid.origin,
+                                           self.planner.swath_width, target=plan.todo)
+            self.tracker.update(pose[0], pose[1])
+        else:   # what can no longer be reached is no longer a target
+            self.tracker.set_target(self.tracker.target & ~plan.blocked)
+        self.plan = plan
+        res, origin = grid.resolution, np.asarray(grid.origin)
+        self.path_cells = (plan.path - origin) / res
+        self.progress_index = 0
+        m = plan.metrics
+        self.get_logger().info(
+            f"{why}: {m['path_length_m']:.1f} m, {m['waypoints']} waypoints, {m['turns']} "
+            f"turns, {m['cells']} cells, lanes at {m['direction_deg']:g} deg, area "
+            f"{m['todo_area_m2']:.1f} m^2, planned in {1000 * m['planning_time_s']:.0f} ms")
+        self._publish_path()
+        return True
+
+    def _advance_progress(self):
+        """Index of the path segment the vehicle is on (monotone, a short window ahead)."""
+        if self.pose is None or self.path_cells is None or len(self.path_cells) < 2:
+            return self.progress_index
+        res, origin = self.grid.resolution, np.asarray(self.grid.origin)
+        p = (np.array(self.pose[:2]) - origin) / res
+        a = self.path_cells[self.progress_index:self.progress_index + 12]
+        if len(a) >= 2:
+            d = np.diff(a, axis=0)
+            l2 = np.maximum((d * d).sum(axis=1), 1e-12)
+            t = np.clip(((p - a[:-1]) * d).sum(axis=1) / l2, 0, 1)
+            dist = np.hypot(*(a[:-1] + t[:, None] * d - p).T)
+            self.progress_index += int(np.argmin(dist))
+        return self.progress_index
+
+    def _check_remaining(self, why):
+        if not self.cfg['replan'] or self.goal_reached:
+            return
+        i = self._advance_progress()
+        grid = self.grid
+        blocked = self.planner_blocked(grid)
+        free = ~blocked
+        rest = self.path_cells[i:]
+        hit = [k for k in range(len(rest) - 1)
+               if not gridpath.segment_free(free, rest[k], rest[k + 1])]
+        if not hit:
+            return
+        t0 = time.perf_counter()
+        if self._plan(f'replan ({why} on the remaining path)'):
+            ms = 1000 * (time.perf_counter() - t0)
+            self.replans.append({'time': self.get_clock().now().nanoseconds * 1e-9,
+                                 'ms': round(ms, 1), 'why': why,
+                                 'path_length_m': self.plan.metrics['path_length_m']})
+
+    def planner_blocked(self, grid):
+        from skyloc_coverage.grid import blocked_mask
+        return blocked_mask(grid, self.planner.radius, self.planner.unknown_is_free,
+                            self.area_mask, margin=0.25 * grid.resolution)
+
+    # ------------------------------------------------------------------ outputs
+    def _publish_path(self):
+        msg = Path()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = 'map'
+        path = self.plan.path
+        for k, (x, y) in enumerate(path):
+            pose = PoseStamped()
+            pose.header = msg.header
+            pose.pose.position.x, pose.pose.position.y = float(x), float(y)
+            nxt = path[min(k + 1, len(path) - 1)] - path[max(k - 1, 0)] if len(path) > 1 \
+                else np.zeros(2)
+            yaw = math.atan2(nxt[1], nxt[0])
+            pose.pose.orientation.z, pose.pose.orientation.w = math.sin(yaw / 2), \
+                math.cos(yaw / 2)
+            msg.poses.append(pose)
+        self.path_pub.publish(msg)
+
+    def _publish_progress(self):
+        if self.tracker is None:
+            return
+        t = self.tracker
+        data = np.full(t.covered.shape, -1, np.int8)
+        data[t.target] = 0
+        data[t.covered & (t.target | self.area_mask)] = 100
+        g = self.grid
+        self.grid_pub.publish(grid_to_msg(data, g.resolution, g.origin,
+                                          self.get_clock().now().to_msg()))
+        progress = t.progress_percent
+        self.progress_pub.publish(Float32(data=float(progress)))
+        if not self.goal_reached and progress >= float(self.cfg['coverage_goal_percent']):
+            self.goal_reached = True
+            self.get_logger().info(f'coverage goal reached: {progress:.1f}% of '
+                                   f'{t.target.sum() * g.resolution ** 2:.1f} m^2')
+
+    def _publish_diagnostics(self):
+        values = {'progress_percent': f'{self.tracker.progress_percent:.1f}'
+                  if self.tracker else 'n/a', 'replans': len(self.replans),
+                  'goal_reached': self.goal_reached}
+        if self.plan is not None:
+            m = self.plan.metrics
+            keys = ('path_length_m', 'turns', 'planning_time_s', 'unreachable_free_area_m2')
+            values.update({k: m[k] for k in keys})
+        if self.replans:
+            values['last_replan_ms'] = self.replans[-1]['ms']
+        state = ('waiting for /map and pose' if self.plan is None else
+                 'coverage goal reached' if self.goal_reached else 'covering')
+        self.diag.publish(state, values)
+
+
+def main(args=None):
+    run_node(CoverageNode, args, startup_errors=(ValueError, MapError))
+
+
+if __name__ == '__main__':
+    main()

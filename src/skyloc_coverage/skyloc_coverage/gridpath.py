@@ -1,0 +1,175 @@
+"""Paths on a boolean grid: exact segment tests, A*, line-of-sight shortcuts.
+
+Coordinates are *cell coordinates*: cell (col, row) covers [col, col+1) x [row, row+1) and
+its centre is (col + 0.5, row + 0.5). ``free[row, col]`` says where the vehicle centre may be.
+"""
+
+import heapq
+import math
+
+import numpy as np
+
+SQRT2 = math.sqrt(2.0)
+_STEPS = ((1, 0, 1.0), (-1, 0, 1.0), (0, 1, 1.0), (0, -1, 1.0),
+          (1, 1, SQRT2), (1, -1, SQRT2), (-1, 1, SQRT2), (-1, -1, SQRT2))
+
+
+def segment_cells(p0, p1):
+    """Every cell the segment p0-p1 passes through or touches, as (cols, rows) arrays.
+
+    Exact: the parameters where the segment crosses a grid line split it into pieces that each
+    lie in one cell; the midpoint of each piece names that cell, and the crossing points name
+    the cells the segment touches at a corner (floor() of a point on a grid line).
+    """
+    (x0, y0), (x1, y1) = p0, p1
+    dx, dy = x1 - x0, y1 - y0
+    ts = [np.array([0.0, 1.0])]
+    if abs(dx) > 1e-12:
+        xs = np.arange(math.floor(min(x0, x1)) + 1, math.ceil(max(x0, x1)))
+        ts.append((xs - x0) / dx)
+    if abs(dy) > 1e-12:
+        ys = np.arange(math.floor(min(y0, y1)) + 1, math.ceil(max(y0, y1)))
+        ts.append((ys - y0) / dy)
+    t = np.unique(np.clip(np.concatenate(ts), 0.0, 1.0))
+    mid = (t[:-1] + t[1:]) * 0.5 if len(t) > 1 else t
+    # the crossing points too: a segment through a grid corner touches the cell that a
+    # sample exactly on that corner falls in (conservative, and what floor() reports)
+    # (on both sides within 1e-6, so that rounding in another frame changes nothing)
+    cx, cy = x0 + t * dx, y0 + t * dy
+    e = 1e-6
+    xs = [x0 + mid * dx, cx - e, cx + e, cx - e, cx + e]
+    ys = [y0 + mid * dy, cy - e, cy - e, cy + e, cy + e]
+    return (np.floor(np.concatenate(xs)).astype(int), np.floor(np.concatenate(ys)).astype(int))
+
+
+def segment_free(free, p0, p1):
+    """True when every cell the segment touches is inside the grid and free."""
+    cols, rows = segment_cells(p0, p1)
+    h, w = free.shape
+    if (cols < 0).any() or (rows < 0).any() or (cols >= w).any() or (rows >= h).any():
+        return False
+    return bool(free[rows, cols].all())
+
+
+def path_free(free, points):
+    """True when every segment of a polyline (cell coordinates) is free."""
+    return all(segment_free(free, points[i], points[i + 1]) for i in range(len(points) - 1))
+
+
+def astar(free, start, goal):
+    """8-connected A* between cells (col, row), no corner cutting; list of cells or None."""
+    h, w = free.shape
+    start, goal = (int(start[0]), int(start[1])), (int(goal[0]), int(goal[1]))
+    for c, r in (start, goal):
+        if not (0 <= c < w and 0 <= r < h and free[r, c]):
+            return None
+    if start == goal:
+        return [start]
+    gx, gy = goal
+
+    def heuristic(c, r):
+        ax, ay = abs(c - gx), abs(r - gy)
+        return (ax + ay) + (SQRT2 - 2.0) * min(ax, ay)
+
+    g = {start: 0.0}
+    parent = {start: None}
+    heap = [(heuristic(*start), 0.0, start)]
+    closed = set()
+    while heap:
+        _, cost, node = heapq.heappop(heap)
+        if node in closed:
+            continue
+        if node == goal:
+            path = []
+            while node is not None:
+                path.append(node)
+                node = parent[node]
+            return path[::-1]
+        closed.add(node)
+        c, r = node
+        for dc, dr, step in _STEPS:
+            nc, nr = c + dc, r + dr
+            if not (0 <= nc < w and 0 <= nr < h) or not free[nr, nc]:
+                continue
+            if dc and dr and not (free[r, nc] and free[nr, c]):
+                continue
+            new = cost + step
+            key = (nc, nr)
+            if new < g.get(key, math.inf):
+                g[key] = new
+                parent[key] = node
+                heapq.heappush(heap, (new + heuristic(nc, nr), new, key))
+    return None
+
+
+def shortcut(free, points):
+    """Drop vertices while the straight segment that replaces them stays free."""
+    if len(points) <= 2:
+        return list(points)
+    out = [points[0]]
+    i = 0
+    n = len(points)
+    while i < n - 1:
+        j = i + 1
+        # the farthest vertex still visible from i (visibility is checked in order)
+        while j + 1 < n and segment_free(free, points[i], points[j + 1]):
+            j += 1
+        out.append(points[j])
+        i = j
+    return out
+
+
+def centre(cell):
+    return (cell[0] + 0.5, cell[1] + 0.5)
+
+
+def connect(free, p0, p1):
+    """A free polyline from p0 to p1 (cell-coordinate points at cell centres), or None.
+
+    A straight segment when it is free, otherwise A* shortened by line of sight.
+    """
+    if segment_free(free, p0, p1):
+        return [p0, p1]
+    cells = astar(free, (int(p0[0]), int(p0[1])), (int(p1[0]), int(p1[1])))
+    if cells is None:
+        return None
+    pts = [centre(c) for c in cells]
+    pts[0], pts[-1] = p0, p1
+    return shortcut(free, pts)
+
+
+def polyline_length(points):
+    pts = np.asarray(points, float)
+    if len(pts) < 2:
+        return 0.0
+    return float(np.hypot(*np.diff(pts, axis=0).T).sum())
+
+
+def simplify(points, eps=1e-9):
+    """Remove repeated and collinear vertices (same heading on both sides)."""
+    pts = [tuple(p) for p in points]
+    out = []
+    for p in pts:
+        if out and abs(p[0] - out[-1][0]) < eps and abs(p[1] - out[-1][1]) < eps:
+            continue
+        if len(out) >= 2:
+            a, b = out[-2], out[-1]
+            cross = (b[0] - a[0]) * (p[1] - b[1]) - (b[1] - a[1]) * (p[0] - b[0])
+            dot = (b[0] - a[0]) * (p[0] - b[0]) + (b[1] - a[1]) * (p[1] - b[1])
+            if abs(cross) < eps and dot > 0:
+                out[-1] = p
+                continue
+        out.append(p)
+    return out
+
+
+def turns(points, min_deg=10.0):
+    """(number of heading changes above min_deg, total absolute rotation in degrees)."""
+    pts = np.asarray(simplify(points), float)
+    if len(pts) < 3:
+        return 0, 0.0
+    d = np.diff(pts, axis=0)
+    heading = np.arctan2(d[:, 1], d[:, 0])
+    change = np.abs((np.diff(heading) + np.pi) % (2 * np.pi) - np.pi)
+    deg = np.degrees(change)
+    return int((deg > min_deg).sum()), float(deg.sum())

@@ -1,0 +1,462 @@
+"""Complete-coverage planning: boustrophedon cellular decomposition on an inflated grid.
+
+The plan, for one sweep direction (lanes along grid rows; the other direction is the same
+computation on the transposed grid):
+
+1. Where the vehicle centre may go (``free``): obstacles inflated by the vehicle radius, the
+   survey area, the component reachable from the start. What must be swept (``todo``): the
+   free cells not covered yet (all of them for a first plan, the remainder when replanning).
+2. Boustrophedon decomposition of ``todo``: a sweep line moves row by row; a run of free
+   cells continues the cell of the run below it when they overlap one to one, otherwise
+   (an obstacle begins or ends: a split or merge event) a new cell starts.
+3. Lanes: every cell takes the rows of one global lattice spaced by the swath width, so lanes
+   of neighbouring cells line up and no cell adds a lane of its own; a strip the lattice
+   leaves uncovered (above or below an obstacle, in a thin cell) gets an extra lane in its
+   cell, found from the swept footprint of the lanes.
+4. Route: cells are visited greedily, each in the best of its four boustrophedon variants
+   (bottom-up or top-down, first lane left or right); consecutive lanes are joined straight
+   when that is free, transits between cells are A* legs shortened by line of sight.
+5. What the footprint of the route still misses is visited by short detours. Every segment of
+   the result is checked exactly against the inflated grid: no part of the path enters it.
+
+Footprint: a disc of diameter ``swath_width`` around the path (the swept width of a camera
+footprint with side overlap, or of a ground robot's tool).
+"""
+
+from dataclasses import dataclass, field
+import math
+import time
+
+import cv2
+import numpy as np
+
+from skyloc_coverage import gridpath
+from skyloc_coverage.grid import blocked_mask, MapError
+
+__all__ = ['CoveragePlanner', 'CoveragePlan', 'PlanningError', 'decompose', 'swept_mask']
+
+
+class PlanningError(ValueError):
+    """No plan is possible (empty map, no free cell, nothing reachable); the message says why."""
+
+
+@dataclass
+class CoveragePlan:
+    """A coverage path in the map frame and what the planner knows about it."""
+
+    path: np.ndarray                 # N x 2, metres, map frame
+    metrics: dict
+    blocked: np.ndarray = None       # the inflated grid the path avoids (row 0 = bottom)
+    todo: np.ndarray = None          # the cells this plan set out to sweep
+    lanes: list = field(default_factory=list)   # [(x0, y0, x1, y1)] lane segments, map frame
+    warnings: list = field(default_factory=list)
+
+
+def _runs(row):
+    padded = np.concatenate(([0], row.astype(np.int8), [0]))
+    d = np.diff(padded)
+    return np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1
+
+
+def decompose(mask):
+    """Boustrophedon cells of a bool mask, sweeping rows bottom to top.
+
+    Returns (label, cells, adjacency): label[row, col] = cell id or -1; cells[i] = dict of
+    arrays rows, x0, x1 (inclusive runs); adjacency = set of (lower cell, upper cell) pairs.
+    """
+    h, _ = mask.shape
+    label = np.full(mask.shape, -1, np.int32)
+    cells, adjacency = [], set()
+    prev_s = prev_e = np.zeros(0, int)
+    prev_id = []
+    for r in range(h):
+        s, e = _runs(mask[r])
+        ids = []
+        if len(s):
+            if len(prev_s):
+                overlap = (prev_s[None, :] <= e[:, None]) & (prev_e[None, :] >= s[:, None])
+                n_cur, n_prev = overlap.sum(axis=1), overlap.sum(axis=0)
+            for i in range(len(s)):
+                cid = None
+                if len(prev_s):
+                    below = np.flatnonzero(overlap[i])
+                    if n_cur[i] == 1 and n_prev[below[0]] == 1:
+                        cid = prev_id[below[0]]
+                if cid is None:
+                    cid = len(cells)
+                    cells.append({'rows': [], 'x0': [], 'x1': []})
+                    if len(prev_s):
+                        for j in np.flatnonzero(overlap[i]):
+                            adjacency.add((prev_id[j], cid))
+                cells[cid]['rows'].append(r)
+                cells[cid]['x0'].append(int(s[i]))
+                cells[cid]['x1'].append(int(e[i]))
+                label[r, s[i]:e[i] + 1] = cid
+                ids.append(cid)
+        prev_s, prev_e, prev_id = s, e, ids
+    for c in cells:
+        for k in ('rows', 'x0', 'x1'):
+            c[k] = np.asarray(c[k], int)
+    return label, cells, adjacency
+
+
+def swept_mask(shape, polylines, half_width_cells):
+    """Cells whose centre is within half_width_cells of any polyline (cell coordinates)."""
+    canvas = np.full(shape, 255, np.uint8)
+    shift = 3
+    for pts in polylines:
+        arr = np.asarray(pts, float).reshape(-1, 2) - 0.5       # cell centres -> pixel coords
+        if len(arr) == 0:
+            continue
+        p = np.round(arr * (1 << shift)).astype(np.int32)
+        if len(arr) == 1:
+            canvas[int(round(arr[0, 1])), int(round(arr[0, 0]))] = 0
+        else:
+            cv2.polylines(canvas, [p.reshape(-1, 1, 2)], False, 0, 1, cv2.LINE_8, shift)
+    if canvas.min() > 0:
+        return np.zeros(shape, bool)
+    dist = cv2.distanceTransform(canvas, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return dist <= half_width_cells + 1e-6
+
+
+class CoveragePlanner:
+    """Boustrophedon coverage planner on an occupancy grid (see the module docstring).
+
+    swath_width: swept width of the footprint, m; radius: vehicle radius (obstacle
+    inflation), m; side_overlap: fraction of the swath shared by neighbouring lanes;
+    unknown_is_free: plan through unknown cells (a survey over a LIDAR map that has not seen
+    everything yet); directions: sweep directions tried, degrees (0 = lanes along x, 90 =
+    along y); the cheaper plan (length + turn_cost_m per turn) is kept.
+    """
+
+    def __init__(self, swath_width, radius=0.0, side_overlap=0.0, unknown_is_free=True,
+                 directions=(0.0, 90.0), turn_cost_m=None, detour_rounds=3):
+        if not (math.isfinite(swath_width) and swath_width > 0):
+            raise ValueError(f'swath_width must be positive, got {swath_width}')
+        if not (math.isfinite(radius) and radius >= 0):
+            raise ValueError(f'radius must be >= 0, got {radius}')
+        if not 0.0 <= side_overlap < 0.9:
+            raise ValueError(f'side_overlap must be in [0, 0.9), got {side_overlap}')
+        bad = [d for d in directions if float(d) % 90.0]
+        if bad or not directions:
+            raise ValueError(f'directions must be 0 and/or 90 degrees, got {list(directions)}')
+        self.swath_width = float(swath_width)
+        self.radius = float(radius)
+        self.side_overlap = float(side_overlap)
+        self.unknown_is_free = bool(unknown_is_free)
+        self.directions = tuple(float(d) % 180.0 for d in directions)
+        self.turn_cost_m = swath_width if turn_cost_m is None else float(turn_cost_m)
+        self.detour_rounds = int(detour_rounds)
+
+    # -- public API ----------------------------------------------------------------------
+
+    def plan(self, grid, start, area=None, covered=None):
+        """Plan a coverage path over `grid` from `start` (x, y, map frame).
+
+        area: bool mask (row 0 = bottom) of where the survey is, default the whole grid;
+        covered: bool mask of cells already swept (they are not planned again).
+        Raises PlanningError when nothing can be planned.
+        """
+        t0 = time.perf_counter()
+        if grid.empty:
+            raise PlanningError('the map is empty (0 cells)')
+        res = grid.resolution
+        warnings = []
+        blocked = blocked_mask(grid, self.radius, self.unknown_is_free, area, margin=0.25 * res)
+        free_all = ~blocked
+        if not free_all.any():
+            raise PlanningError('no free cell: every cell is an obstacle, unknown, outside the '
+                                'area or within the vehicle radius of an obstacle')
+        col, row = grid.cell_of(start[0], start[1])
+        start_cell, moved = self._start_cell(free_all, int(col), int(row))
+        if moved > 0:
+            warnings.append(f'start ({start[0]:.2f}, {start[1]:.2f}) is not free: moved '
+                            f'{moved * res:.2f} m to the nearest free cell')
+        # 4-connected: what A* (8 moves, no corner cutting) can reach is exactly this
+        n, comp = cv2.connectedComponents(free_all.astype(np.uint8), connectivity=4)
+        free = comp == comp[start_cell[1], start_cell[0]]
+        unreachable = int((free_all & ~free).sum())
+        unreachable_m2 = float(unreachable) * res * res
+        if unreachable >= 10:
+            warnings.append(f'{unreachable_m2:.1f} m^2 of free space cannot be reached from '
+                            'the start and is left out')
+        todo = free.copy()
+        if covered is not None:
+            covered = np.asarray(covered, bool)
+            if covered.shape != todo.shape:
+                raise MapError(f'covered mask shape {covered.shape} does not match the map '
+                               f'{todo.shape}')
+            todo &= ~covered
+        best = None
+        if todo.any():
+            for direction in self.directions:
+                transpose = direction == 90.0
+                f, t = (free.T, todo.T) if transpose else (free, todo)
+                s = (start_cell[1] + 0.5, start_cell[0] + 0.5) if transpose else \
+                    (start_cell[0] + 0.5, start_cell[1] + 0.5)
+                pts, lanes, info = self._plan_oriented(f, t, s, res)
+                if transpose:
+                    pts = [(y, x) for x, y in pts]
+                    lanes = [(b, a, d, c) for a, b, c, d in lanes]
+                n_turns, _ = gridpath.turns(pts)
+                cost = gridpath.polyline_length(pts) * res + self.turn_cost_m * n_turns
+                if best is None or cost < best[0]:
+                    best = (cost, direction, pts, lanes, info)
+        else:
+            best = (0.0, self.directions[0], [(start_cell[0] + 0.5, start_cell[1] + 0.5)],
+                    [], {'cells': 0, 'detours': 0, 'missed_cells': 0})
+        _, direction, pts, lanes, info = best
+        if not gridpath.path_free(free, pts):     # the guarantee; never expected to fire
+            raise PlanningError('internal error: planned path crosses the inflated grid')
+        pts = gridpath.simplify(pts)
+        origin = np.asarray(grid.origin, float)
+        path = origin + np.asarray(pts, float) * res
+        n_turns, rotation = gridpath.turns(pts)
+        swept = swept_mask(free.shape, [pts], self.swath_width / 2.0 / res)
+        todo_n = int(todo.sum())
+        metrics = {
+            'planning_time_s': round(time.perf_counter() - t0, 4),
+            'direction_deg': direction,
+            'path_length_m': round(gridpath.polyline_length(pts) * res, 2),
+            'waypoints': len(pts),
+            'turns': n_turns,
+            'total_rotation_deg': round(rotation, 1),
+            'cells': info['cells'],
+            'detours': info['detours'],
+            'todo_area_m2': round(todo_n * res * res, 2),
+            'coverage_percent': round(100.0 * (swept & todo).sum() / todo_n, 3)
+            if todo_n else 100.0,
+            'ideal_length_m': round(todo_n * res * res / self.swath_width, 2),
+            'unreachable_free_area_m2': round(unreachable_m2, 2),
+            'start_moved_m': round(moved * res, 3),
+        }
+        lanes_m = [tuple(float(v) for v in np.tile(origin, 2) + np.asarray(seg, float) * res)
+                   for seg in lanes]
+        return CoveragePlan(path, metrics, blocked=~free, todo=todo, lanes=lanes_m,
+                            warnings=warnings)
+
+    def replan(self, grid, current, covered=None, area=None):
+        """Plan only the uncovered remainder from the current pose (after a map change)."""
+        return self.plan(grid, current, area=area, covered=covered)
+
+    # -- internals -----------------------------------------------------------------------
+
+    @staticmethod
+    def _start_cell(free, col, row):
+        h, w = free.shape
+        if 0 <= col < w and 0 <= row < h and free[row, col]:
+            return (col, row), 0.0
+        rows, cols = np.nonzero(free)
+        d2 = (cols - col) ** 2 + (rows - row) ** 2
+        i = int(np.argmin(d2))
+        return (int(cols[i]), int(rows[i])), float(math.sqrt(d2[i]))
+
+    def _lane_spacing(self, res):
+        return max(1, int(math.floor(self.swath_width * (1.0 - self.side_overlap) / res
+                                     + 1e-6)))
+
+    def _plan_oriented(self, free, todo, start, res):
+        """Lanes along rows; returns (points, lanes, info), all in cell coordinates."""
+        spacing = self._lane_spacing(res)
+        half = self.swath_width / 2.0 / res
+        label, cells, _ = decompose(todo)
+        lanes = self._lattice_lanes(cells, todo, spacing)
+        pts = self._route(free, cells, lanes, start)
+        pts, detours = self._detours(free, todo, pts, half, spacing)
+        covered = swept_mask(todo.shape, [pts], half)
+        flat = [(x0 + 0.5, r + 0.5, x1 + 0.5, r + 0.5)
+                for per_cell in lanes for r, x0, x1 in per_cell]
+        return pts, flat, {'cells': len(cells), 'detours': detours,
+                           'missed_cells': int((todo & ~covered).sum())}
+
+    @staticmethod
+    def _lattice_lanes(cells, todo, spacing):
+        """Lanes of each cell on one global lattice of rows: list per cell of (row, x0, x1)."""
+        rows = np.flatnonzero(todo.any(axis=1))
+        first = rows[0] + spacing // 2
+        lanes = []
+        for c in cells:
+            r = c['rows']
+            k0 = math.ceil((r[0] - first) / spacing)
+            k1 = math.floor((r[-1] - first) / spacing)
+            lattice = [first + k * spacing for k in range(k0, k1 + 1)]
+            if not lattice:   # thinner than the spacing: one lane through its middle
+                lattice = [int(r[len(r) // 2])]
+            idx = np.asarray(lattice) - r[0]
+            lanes.append([(int(r[i]), int(c['x0'][i]), int(c['x1'][i])) for i in idx])
+        return lanes
+
+    @staticmethod
+    def _lane_polylines(lanes):
+        return [[(x0 + 0.5, r + 0.5), (x1 + 0.5, r + 0.5)]
+                for per_cell in lanes for r, x0, x1 in per_cell]
+
+    @staticmethod
+    def _component(comp, stats, k):
+        x, y, w, h = stats[k, :4]
+        rr, cc = np.nonzero(comp[y:y + h, x:x + w] == k)
+        return rr + y, cc + x
+
+    def _route(self, free, cells, lanes, start):
+        """Visit every cell's lanes boustrophedon-wise; A* transits between cells.
+
+        Order: greedy with one step of look-ahead over (cell, variant) choices, cost =
+        distance to the cell's entry + distance from its exit to the nearest entry of a cell
+        still to visit (so that a cell is not left behind as an isolated dead end).
+        """
+        units = [i for i in range(len(cells)) if lanes[i]]
+        variants = [self._variants(lanes[i]) for i in units]
+        nv = max((len(v) for v in variants), default=1)
+        n = len(units)
+        entry = np.full((n, nv, 2), np.inf)
+        exit_ = np.full((n, nv, 2), np.inf)
+        for j, vs in enumerate(variants):
+            for v, seq in enumerate(vs):
+                entry[j, v], exit_[j, v] = seq[0][0], seq[-1][1]
+        flat_entry = entry.reshape(-1, 2)
+        with np.errstate(invalid='ignore'):
+            cross = np.hypot(*(exit_.reshape(-1, 1, 2) - flat_entry[None]).transpose(2, 0, 1))
+        cross = np.nan_to_num(cross, nan=np.inf, posinf=np.inf).reshape(n, nv, n, nv)
+        left = np.ones(n, bool)
+        pts = [start]
+        cur = start
+        while left.any():
+            with np.errstate(invalid='ignore'):
+                d1 = np.hypot(entry[..., 0] - cur[0], entry[..., 1] - cur[1])
+            d1 = np.where(left[:, None], np.nan_to_num(d1, nan=np.inf), np.inf)
+            others = left.copy()
+            look = np.zeros((n, nv))
+            if others.sum() > 1:
+                masked = np.where(others[None, None, :, None], cross, np.inf)
+                for j in np.flatnonzero(left):
+                    masked[j, :, j, :] = np.inf
+                look = masked.reshape(n, nv, -1).min(axis=2)
+                look[~np.isfinite(look)] = 0.0
+            j, v = np.unravel_index(int(np.argmin(d1 + look)), d1.shape)
+            left[j] = False
+            for a, b in variants[j][v]:
+                leg = gridpath.connect(free, cur, a)
+                if leg is None:       # cannot happen inside one free component
+                    raise PlanningError(f'no free connection from {cur} to {a}')
+                pts.extend(leg[1:])
+                pts.append(b)
+                cur = b
+        return pts
+
+    @staticmethod
+    def _variants(cell_lanes):
+        """The boustrophedon orders of one cell's lanes: [(start, end) per lane]."""
+        out = []
+        for order in (cell_lanes, cell_lanes[::-1]):
+            for first_right in (False, True):
+                seq = []
+                for k, (r, x0, x1) in enumerate(order):
+                    a, b = (x0 + 0.5, r + 0.5), (x1 + 0.5, r + 0.5)
+                    if (k % 2 == 1) != first_right:
+                        a, b = b, a
+                    seq.append((a, b))
+                out.append(seq)
+            if len(cell_lanes) == 1 and cell_lanes[0][1] == cell_lanes[0][2]:
+                break
+        return out
+
+    def _detours(self, free, todo, pts, half, spacing):
+        """Sweep what the route's footprint misses with short detours off the nearest leg.
+
+        Each missed patch becomes one or more short strips (lanes through it); a strip is
+        reached from the nearest path segment, which is split at the strip's projections so
+        that the leg itself stays whole: ... -> p -> strip start -> strip end -> q -> ...
+        """
+        detours = 0
+        for _ in range(self.detour_rounds):
+            swept = swept_mask(todo.shape, [pts], half)
+            missed = (todo & ~swept).astype(np.uint8)
+            if not missed.any():
+                break
+            n, comp, stats, _ = cv2.connectedComponentsWithStats(missed, connectivity=8)
+            strips = []
+            for k in range(1, n):
+                rr, cc = self._component(comp, stats, k)
+                ya, yb = int(rr.min()), int(rr.max())
+                count = max(1, math.ceil((yb - ya + 1) / spacing))
+                for j in range(count):
+                    row = ya + int((j + 0.5) * (yb - ya + 1) / count)
+                    strip = self._strip(free, row, int(cc.min()), int(cc.max()), rr, cc)
+                    if strip is not None:
+                        strips.append(strip)
+            if not strips:
+                break
+            arr = np.asarray(pts, float)
+            placed = []
+            for a, b in strips:
+                mid = ((a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0)
+                i, _ = _nearest_segment(arr, mid)
+                placed.append((i, a, b))
+            # insert from the end so that earlier indices stay valid
+            placed.sort(key=lambda t: -t[0])
+            for i, a, b in placed:
+                piece = self._strip_detour(free, pts[i], pts[i + 1] if i + 1 < len(pts)
+                                           else None, a, b)
+                if piece is None:
+                    continue
+                pts[i + 1:i + 1] = piece
+                detours += 1
+        return pts, detours
+
+    @staticmethod
+    def _strip(free, row, c0, c1, rr, cc):
+        """The strip (two cell-centre points) through a missed patch along `row`."""
+        on_row = cc[rr == row]
+        if len(on_row) == 0:
+            j = int(np.argmin(np.abs(rr - row)))
+            row, on_row = int(rr[j]), cc[rr == rr[j]]
+        lo, hi = int(on_row.min()), int(on_row.max())
+        line = free[row, lo:hi + 1]
+        if not line.all():   # keep the longest free run
+            s, e = _runs(line)
+            k = int(np.argmax(e - s))
+            lo, hi = lo + int(s[k]), lo + int(e[k])
+        return (lo + 0.5, row + 0.5), (hi + 0.5, row + 0.5)
+
+    @staticmethod
+    def _strip_detour(free, p, q, a, b):
+        """Points to insert after p (before q) that sweep strip a-b and rejoin the leg."""
+        if q is None:
+            q = p
+        d = np.subtract(q, p)
+        length2 = float(d @ d)
+
+        def foot(x):
+            if length2 < 1e-12:
+                return 0.0, p
+            t = float(np.clip(np.dot(np.subtract(x, p), d) / length2, 0.0, 1.0))
+            pt = (math.floor(p[0] + t * d[0]) + 0.5, math.floor(p[1] + t * d[1]) + 0.5)
+            return t, pt
+
+        ta, fa = foot(a)
+        tb, fb = foot(b)
+        if tb < ta:
+            a, b, fa, fb = b, a, fb, fa
+        out = []
+        for x, y in ((p, fa), (fa, a), (a, b), (b, fb), (fb, q)):
+            leg = gridpath.connect(free, x, y)
+            if leg is None:
+                return None
+            out.extend(leg[1:])
+        if q is not None and out and out[-1] == q:
+            out.pop()        # q follows in the path already
+        return out
+
+
+def _nearest_segment(arr, point):
+    """Index i of the path segment arr[i]-arr[i+1] nearest to point, and the distance."""
+    if len(arr) == 1:
+        return 0, float(np.hypot(*(arr[0] - point)))
+    a, b = arr[:-1], arr[1:]
+    d = b - a
+    l2 = np.maximum((d * d).sum(axis=1), 1e-12)
+    t = np.clip(((point - a) * d).sum(axis=1) / l2, 0.0, 1.0)
+    foot = a + t[:, None] * d
+    dist = np.hypot(*(foot - point).T)
+    i = int(np.argmin(dist))
+    return i, float(dist[i])

@@ -1,0 +1,240 @@
+"""Coverage planner: decomposition, collision-free paths, coverage, replanning, bad input.
+
+Coverage and collisions are computed here independently of the planner (scipy's exact
+Euclidean distance transform, dense sampling of the path), not with the planner's helpers.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from skyloc_coverage.grid import GridMap, save_map
+from skyloc_coverage.planner import CoveragePlanner, decompose, PlanningError
+
+
+def blocked_by(occupied, res, radius):
+    """Cells whose centre is within radius of an occupied cell centre (independent)."""
+    if not occupied.any():
+        return np.zeros_like(occupied)
+    return ndimage.distance_transform_edt(~occupied) * res <= radius
+
+
+def samples(path, step):
+    pts = [path[0]]
+    for a, b in zip(path[:-1], path[1:]):
+        n = max(1, int(np.ceil(np.hypot(*(b - a)) / step)))
+        t = np.arange(1, n + 1)[:, None] / n
+        pts.extend(a + t * (b - a))
+    return np.asarray(pts)
+
+
+def evaluate(grid, occupied, radius, width, path):
+    """(collision samples, coverage % of the free space reachable from the path start)."""
+    res = grid.resolution
+    blocked = blocked_by(occupied, res, radius)
+    pts = samples(np.asarray(path), res / 8)
+    col, row = grid.cell_of(pts[:, 0], pts[:, 1])
+    inside = grid.inside(col, row)
+    hits = int((~inside).sum()) + int(blocked[row[inside], col[inside]].sum())
+    labels, _ = ndimage.label(~blocked)
+    c0, r0 = grid.cell_of(*path[0])
+    reach = labels == labels[r0, c0]
+    swept = np.zeros(occupied.shape, bool)
+    swept[row[inside], col[inside]] = True
+    dist = ndimage.distance_transform_edt(~swept) * res
+    covered = dist <= width / 2.0
+    return hits, 100.0 * (covered & reach).sum() / reach.sum()
+
+
+def random_map(seed, size=(120, 160)):
+    rng = np.random.default_rng(seed)
+    h, w = size
+    occ = np.zeros(size, bool)
+    occ[:2], occ[-2:], occ[:, :2], occ[:, -2:] = True, True, True, True
+    yy, xx = np.mgrid[:h, :w]
+    for _ in range(int(rng.integers(3, 9))):
+        if rng.random() < 0.5:
+            cx, cy, r = rng.uniform(10, w - 10), rng.uniform(10, h - 10), rng.uniform(3, 12)
+            occ |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        else:
+            x0, y0 = rng.integers(5, w - 30), rng.integers(5, h - 30)
+            occ[y0:y0 + rng.integers(4, 30), x0:x0 + rng.integers(4, 30)] = True
+    return occ
+
+
+def grid_of(occ, res=0.1, origin=(-3.0, 2.0)):
+    return GridMap(np.where(occ, 100, 0).astype(np.int8), res, origin)
+
+
+def free_start(occ, grid, radius):
+    blocked = blocked_by(occ, grid.resolution, radius + grid.resolution)
+    rows, cols = np.nonzero(~blocked)
+    return grid.centre_of(cols[len(cols) // 2], rows[len(rows) // 2])
+
+
+def test_decomposition_of_one_obstacle_is_four_cells():
+    mask = np.ones((60, 80), bool)
+    mask[20:40, 30:50] = False          # one block in the middle: below, left, right, above
+    _, cells, adjacency = decompose(mask)
+    assert len(cells) == 4
+    assert len(adjacency) == 4          # below -> left, below -> right, left/right -> above
+
+
+def test_decomposition_of_two_obstacles_side_by_side():
+    mask = np.ones((60, 100), bool)
+    mask[20:40, 20:40] = False
+    mask[20:40, 60:80] = False
+    _, cells, _ = decompose(mask)
+    assert len(cells) == 5              # below, three columns between, above
+
+
+@pytest.mark.parametrize('seed', range(12))
+def test_random_maps_no_collision_full_coverage(seed):
+    occ = random_map(seed)
+    grid = grid_of(occ)
+    radius, width = 0.25, 0.8
+    start = free_start(occ, grid, radius)
+    plan = CoveragePlanner(width, radius).plan(grid, start)
+    hits, coverage = evaluate(grid, occ, radius, width, plan.path)
+    assert hits == 0
+    assert coverage >= 99.5, plan.metrics
+    assert abs(coverage - plan.metrics['coverage_percent']) < 1.0
+
+
+def test_open_field_is_near_ideal_length():
+    occ = np.zeros((200, 300), bool)
+    grid = grid_of(occ, res=1.0, origin=(0.0, 0.0))
+    plan = CoveragePlanner(10.0, 0.0).plan(grid, (1.0, 1.0))
+    m = plan.metrics
+    assert m['coverage_percent'] == 100.0
+    assert m['direction_deg'] == 0.0     # lanes along the long side: fewer turns
+    assert m['path_length_m'] <= 1.06 * m['ideal_length_m']
+    assert m['turns'] <= 2 * 19 + 1      # 20 lanes, and the turn onto the first one
+
+
+def test_replan_leaves_covered_cells_alone():
+    occ = random_map(3)
+    grid = grid_of(occ)
+    planner = CoveragePlanner(0.8, 0.25)
+    start = free_start(occ, grid, 0.25)
+    plan = planner.plan(grid, start)
+    # fly the first 40% of the path, then an obstacle appears on the rest
+    k = int(0.4 * len(plan.path))
+    flown = plan.path[:k + 1]
+    res = grid.resolution
+    pts = samples(flown, res / 4)
+    col, row = grid.cell_of(pts[:, 0], pts[:, 1])
+    track = np.zeros(occ.shape, bool)
+    track[row, col] = True
+    covered = ndimage.distance_transform_edt(~track) * res <= 0.4
+    rest = plan.path[k + 1:]
+    mid = rest[len(rest) // 2]
+    c, r = grid.cell_of(*mid)
+    occ2 = occ.copy()
+    occ2[r - 4:r + 5, c - 4:c + 5] = True
+    new = planner.replan(grid_of(occ2), tuple(flown[-1]), covered=covered)
+    assert new.metrics['todo_area_m2'] < plan.metrics['todo_area_m2'] * 0.75
+    hits, _ = evaluate(grid, occ2, 0.25, 0.8, new.path)
+    assert hits == 0
+    # the new plan's lanes run through uncovered cells only
+    for x0, y0, x1, y1 in new.lanes:
+        seg = samples(np.array([[x0, y0], [x1, y1]]), res / 2)
+        cc, rr = grid.cell_of(seg[:, 0], seg[:, 1])
+        assert covered[rr, cc].mean() < 0.5
+    # together, the flown part and the new plan cover what is reachable on the new map
+    both = np.vstack([flown, new.path])
+    _, coverage = evaluate(grid, occ2, 0.25, 0.8, both)
+    assert coverage >= 99.0
+
+
+def test_start_inside_an_obstacle_moves_and_says_so():
+    occ = np.zeros((50, 50), bool)
+    occ[20:30, 20:30] = True
+    plan = CoveragePlanner(1.0, 0.2).plan(grid_of(occ), (-3.0 + 2.5, 2.0 + 2.5))
+    assert plan.metrics['start_moved_m'] > 0.5
+    assert any('moved' in w for w in plan.warnings)
+
+
+def test_unreachable_region_is_reported_and_the_rest_covered():
+    occ = np.zeros((60, 90), bool)
+    occ[:, 40:44] = True                       # a wall splits the map in two
+    grid = grid_of(occ)
+    plan = CoveragePlanner(0.8, 0.1).plan(grid, grid.centre_of(10, 30))
+    assert plan.metrics['unreachable_free_area_m2'] > 10.0
+    assert any('cannot be reached' in w for w in plan.warnings)
+    assert plan.path[:, 0].max() < grid.centre_of(40, 0)[0]
+    hits, coverage = evaluate(grid, occ, 0.1, 0.8, plan.path)
+    assert hits == 0 and coverage >= 99.5
+
+
+def test_empty_and_fully_occupied_maps_raise_clear_errors():
+    planner = CoveragePlanner(1.0, 0.2)
+    with pytest.raises(PlanningError, match='empty'):
+        planner.plan(GridMap(np.zeros((0, 0), np.int8), 0.1), (0, 0))
+    with pytest.raises(PlanningError, match='no free cell'):
+        planner.plan(GridMap(np.full((10, 10), 100, np.int8), 0.1), (0.5, 0.5))
+    with pytest.raises(ValueError, match='swath_width'):
+        CoveragePlanner(0.0)
+
+
+def test_unknown_cells_follow_the_setting():
+    data = np.zeros((40, 60), np.int8)
+    data[:, 30:] = -1
+    grid = GridMap(data, 0.1)
+    only_known = CoveragePlanner(0.5, 0.0, unknown_is_free=False).plan(grid, (1.0, 1.0))
+    all_cells = CoveragePlanner(0.5, 0.0, unknown_is_free=True).plan(grid, (1.0, 1.0))
+    assert only_known.path[:, 0].max() < 3.0 < all_cells.path[:, 0].max()
+
+
+def test_area_polygon_limits_the_plan():
+    from skyloc_coverage.grid import polygon_mask
+    grid = GridMap(np.zeros((100, 100), np.int8), 1.0)
+    area = polygon_mask(grid, [(10, 10), (60, 10), (60, 50), (10, 50)])
+    plan = CoveragePlanner(5.0, 0.0).plan(grid, (30, 30), area=area)
+    # cells are in the area when their centre is (boundary cells included): +-1 cell
+    assert plan.path[:, 0].min() >= 9 and plan.path[:, 0].max() <= 61
+    assert plan.path[:, 1].min() >= 9 and plan.path[:, 1].max() <= 51
+    assert plan.metrics['coverage_percent'] >= 99.5
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, '-m', 'skyloc_coverage.plan', *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_writes_waypoints_and_metrics(tmp_path):
+    occ = random_map(5)
+    yaml_path = save_map(grid_of(occ, res=0.1, origin=(0.0, 0.0)), str(tmp_path / 'm.yaml'))
+    out = tmp_path / 'path.csv'
+    proc = run_cli(yaml_path, '--width', '0.8', '--radius', '0.25', '--out', str(out),
+                   '--plot', str(tmp_path / 'p.png'))
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ('coverage_percent', 'path_length_m', 'turns', 'planning_time_s',
+                'unreachable_free_area_m2'):
+        assert key in metrics
+    path = np.loadtxt(out, delimiter=',', skiprows=1)
+    assert path.shape[1] == 2 and len(path) > 10
+    assert os.path.getsize(tmp_path / 'p.png') > 10000
+    hits, coverage = evaluate(grid_of(occ, 0.1, (0.0, 0.0)), occ, 0.25, 0.8, path)
+    assert hits == 0 and coverage >= 99.5
+
+
+def test_cli_bad_yaml_is_a_clear_error(tmp_path):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('image: missing.pgm\norigin: [0, 0, 0]\n')
+    proc = run_cli(str(bad), '--width', '1', '--out', str(tmp_path / 'x.csv'))
+    assert proc.returncode == 2
+    assert "'resolution' is missing" in proc.stderr
+    bad.write_text('image: missing.pgm\nresolution: 0.1\n')
+    proc = run_cli(str(bad), '--width', '1', '--out', str(tmp_path / 'x.csv'))
+    assert proc.returncode == 2 and 'does not exist' in proc.stderr
+    (tmp_path / 'junk.pgm').write_bytes(b'not an image')
+    bad.write_text('image: junk.pgm\nresolution: 0.1\n')
+    proc = run_cli(str(bad), '--width', '1', '--out', str(tmp_path / 'x.csv'))
+    assert proc.returncode == 2 and 'cannot read' in proc.stderr
