@@ -13,7 +13,8 @@ Definitions:
   nearest free cell when the start is blocked); other free cells are unreachable;
 - swept: cells whose centre is within swath_width / 2 of the path polyline;
 - coverage_percent = 100 |swept & reachable| / |reachable|;
-- collision_m: length of the polyline inside blocked cells or outside the map;
+- collision_m: length of the polyline inside blocked cells or outside the map (running along
+  the edge of a blocked cell, or through its corner, is touching, not entering it);
 - ideal_length_m = reachable area / swath width; length_ratio = path length / ideal;
 - turns: vertices where the heading changes by more than 10 degrees (duplicate points merged;
   collinear vertices change nothing), total_rotation_deg: sum of the absolute heading changes.
@@ -139,15 +140,31 @@ def swept_mask(shape, resolution, origin, swath_width, path):
 
 def collision_length(blocked, resolution, origin, path):
     """Length (m) of the polyline whose pieces (<= resolution / 4) lie in blocked cells or
-    outside the map."""
+    outside the map, a piece taken where its midpoint is. A midpoint exactly on a cell edge or
+    corner (a path running along an edge, a diagonal through a corner) is in collision only if
+    every cell that edge or corner belongs to is blocked: touching a blocked cell is not
+    entering it."""
     mids, lengths = polyline_pieces(path, resolution / 4.0)
     if len(mids) == 0:
         return 0.0
     h, w = blocked.shape
-    rows, cols = point_cells(mids, resolution, origin)
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    bad = ~inside
-    bad[inside] = blocked[rows[inside], cols[inside]]
+
+    def candidates(u):
+        near = np.round(u)
+        on_edge = np.abs(u - near) < 1e-6
+        lo = np.where(on_edge, near - 1, np.floor(u)).astype(np.int64)
+        hi = np.where(on_edge, near, np.floor(u)).astype(np.int64)
+        return lo, hi
+
+    def blocked_at(rows, cols):
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        out = np.ones(len(rows), dtype=bool)
+        out[inside] = blocked[rows[inside], cols[inside]]
+        return out
+
+    c0, c1 = candidates((mids[:, 0] - origin[0]) / resolution)
+    r0, r1 = candidates((mids[:, 1] - origin[1]) / resolution)
+    bad = blocked_at(r0, c0) & blocked_at(r0, c1) & blocked_at(r1, c0) & blocked_at(r1, c1)
     return float(lengths[bad].sum())
 
 

@@ -11,7 +11,7 @@ Rooms: 0.05 m/cell, 8-20 m, walls, furniture placed either flush (touching a wal
 piece) or with a walking clearance all round; a ground robot of radius 0.2 m with a 0.4-0.5 m
 tool. Fields: 1 m/cell, 200-400 m, a geofence polygon (outside = occupied), trees, tree clumps,
 masts, buildings, ponds; a drone of radius 3 m with a 15-25 m swath. No map exceeds 400 x 400
-cells. Pieces that would split the free C-space in two are not placed.
+cells. Pieces that would split the free C-space (4-connected) in two are not placed.
 
 write_map_server() writes a map as Nav2 map_server YAML + PGM (image row 0 = the top).
 """
@@ -69,8 +69,11 @@ class Canvas:
         return (np.abs(u) <= w / 2) & (np.abs(v) <= h / 2)
 
     def cspace_components(self, radius):
+        """4-connected components of the free C-space: a part joined to the rest only through
+        two cells touching at a corner counts apart (the evaluator's 8-connected reachability
+        would take it in through a passage of zero width)."""
         free = ~coverage_eval.blocked_mask(self.occ, self.res, radius)
-        return ndimage.label(free, structure=coverage_eval.EIGHT)[1]
+        return ndimage.label(free)[1]
 
     def try_add(self, mask, radius):
         """Add mask to the obstacles unless that splits the free C-space; True if added."""

@@ -169,6 +169,8 @@ def test_maps_are_valid_and_deterministic(tmp_path):
         rows, cols = ce.point_cells([(ox, oy)], m['resolution'], m['origin'])
         assert reach[rows[0], cols[0]], m['name']
         assert reach.sum() >= 0.95 * (~blocked).sum(), m['name']
+        from scipy import ndimage
+        assert ndimage.label(~blocked)[1] == 1, m['name']  # no corner-to-corner passages
     m = maps[0]
     yaml_path = coverage_maps.write_map_server(m, str(tmp_path))
     occ, res, origin = coverage_maps.read_map_server(yaml_path)
@@ -187,3 +189,21 @@ def test_baseline_polygon_edges_stay_in_reachable_cells():
     for poly in [outer] + holes:
         ring = np.vstack([poly, poly[:1]])
         assert ce.collision_length(blocked, m['resolution'], m['origin'], ring) == 0.0
+
+
+def test_touching_a_blocked_cell_is_not_a_collision():
+    blocked = np.zeros((10, 10), dtype=bool)
+    blocked[5, 5] = True
+    blocked[0:2, :] = True
+    res, origin = 1.0, (0.0, 0.0)
+    # a diagonal through the corners of cell (5, 5), with a piece midpoint exactly on a corner
+    diag = np.array([[3.5, 6.5], [6.5, 3.5]])
+    assert ce.collision_length(blocked, res, origin, diag) == 0.0
+    # along the edge between a blocked row and a free row: touching
+    assert ce.collision_length(blocked, res, origin, np.array([[1.0, 2.0], [8.0, 2.0]])) == 0.0
+    # along the edge between two blocked rows: inside
+    assert ce.collision_length(blocked, res, origin,
+                               np.array([[1.0, 1.0], [8.0, 1.0]])) == pytest.approx(7.0)
+    # across the blocked cell: one cell of it
+    assert ce.collision_length(blocked, res, origin,
+                               np.array([[3.5, 5.5], [7.5, 5.5]])) == pytest.approx(1.0)
