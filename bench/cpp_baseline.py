@@ -21,8 +21,10 @@ import numpy as np
 import coverage_eval
 
 
-def reachable_polygons(occupied, resolution, origin, radius, start, epsilon_cells=0.5):
-    """(outer, holes): the reachable C-space as a polygon with holes, N x 2 arrays in metres."""
+def reachable_polygons(occupied, resolution, origin, radius, start, epsilon_cells=0.5,
+                       with_mask=False):
+    """(outer, holes): the reachable C-space as a polygon with holes, N x 2 arrays in metres
+    (and the reachable mask, with_mask=True)."""
     reach, _, _ = coverage_eval.reachable_mask(occupied, resolution, origin, radius, start)
     contours, hierarchy = cv2.findContours(reach.astype(np.uint8), cv2.RETR_CCOMP,
                                            cv2.CHAIN_APPROX_NONE)
@@ -38,7 +40,10 @@ def reachable_polygons(occupied, resolution, origin, radius, start, epsilon_cell
                                 origin[1] + (pts[:, 1] + 0.5) * resolution])
 
     holes = [metres(contours[i]) for i in range(len(contours)) if hierarchy[i][3] == outer]
-    return metres(contours[outer]), [h for h in holes if len(h) >= 3]
+    holes = [h for h in holes if len(h) >= 3]
+    if with_mask:
+        return metres(contours[outer]), holes, reach
+    return metres(contours[outer]), holes
 
 
 def chord_inside(a, b, mask):
@@ -85,14 +90,27 @@ def simplify(pts, mask, epsilon):
     return pts[sorted(keep)]
 
 
-def jitter(polygons, resolution, amplitude_cells=0.01, seed=0):
+def jitter(polygons, resolution, origin, outside, amplitude_cells=0.01, seed=0):
     """Move every vertex by up to 0.01 cell (fixed seed). The vertices lie on the half-cell
     lattice and so do the planner's lines (spaced from the border): a line running exactly
     through two vertices of an obstacle is a degenerate case the C++ planner does not clip (it
-    crosses the obstacle). The jitter gives the baseline the benefit of the doubt."""
+    crosses the obstacle). An edge that the move would push into `outside` cells (a diagonal
+    edge touching a blocked corner) keeps its original end points. The jitter gives the
+    baseline the benefit of the doubt."""
     rng = np.random.default_rng(seed)
-    return [p + rng.uniform(-amplitude_cells, amplitude_cells, p.shape) * resolution
-            for p in polygons]
+    out = []
+    for p in polygons:
+        q = p + rng.uniform(-amplitude_cells, amplitude_cells, p.shape) * resolution
+        n = len(q)
+        for _ in range(n):
+            bad = [i for i in range(n) if coverage_eval.collision_length(
+                outside, resolution, origin, q[[i, (i + 1) % n]]) > 0]
+            if not bad:
+                break
+            for i in bad:
+                q[i], q[(i + 1) % n] = p[i], p[(i + 1) % n]
+        out.append(q)
+    return out
 
 
 def _settings(cpp, swath_width, angle, laps):
@@ -138,9 +156,9 @@ def plan_baseline(m, laps):
            'angle_deg': None, 'candidates': {}, 'error': None}
     try:
         t0 = time.perf_counter()
-        outer, holes = reachable_polygons(m['occupied'], m['resolution'], m['origin'],
-                                          m['radius'], m['start'])
-        outer, *holes = jitter([outer] + holes, m['resolution'])
+        outer, holes, reach = reachable_polygons(m['occupied'], m['resolution'], m['origin'],
+                                                 m['radius'], m['start'], with_mask=True)
+        outer, *holes = jitter([outer] + holes, m['resolution'], m['origin'], ~reach)
         out['polygon_time_s'] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - a failed baseline is reported, not raised
         out['error'] = f'polygon: {type(exc).__name__}: {exc}'
