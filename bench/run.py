@@ -73,7 +73,12 @@ def run_perception(args):
     return out
 
 
-SUITES = {'sim': run_sim, 'perception': run_perception}
+def run_coverage(args):
+    import bench_coverage
+    return bench_coverage.bench_coverage(os.path.join(HERE, 'results', 'coverage_maps.png'))
+
+
+SUITES = {'sim': run_sim, 'perception': run_perception, 'coverage': run_coverage}
 
 
 def table(results):
@@ -94,6 +99,12 @@ def table(results):
     per = results.get('perception')
     if per:
         lines += perception_rows(per)
+    cov = results.get('coverage')
+    if cov:
+        lines += coverage_rows(cov)
+        lines += ['', 'Coverage (issue 5): `python bench/run.py --suite coverage`; every map, '
+                  'both planners, one evaluator (bench/coverage_eval.py): '
+                  'bench/results/coverage.json; paths: bench/results/coverage_maps.png.']
     return '\n'.join(lines) + '\n'
 
 
@@ -146,6 +157,63 @@ def perception_rows(per):
     n = per['embedder_node_rss_vit_int8']
     rows.append(f"| perception | peak RSS embedder node (rclpy, INT8 ViT-S) | "
                 f"{n['peak_rss_mb']} MB | <= 160 MB | {yes[n['pass']]} |")
+    return rows
+
+
+def coverage_rows(cov):
+    """Issue 5: skyloc's planner and coverage-path-planner, one evaluator (bench/coverage_eval.py);
+    command `make bench` or `python bench/run.py --suite coverage`."""
+    yes = {True: 'yes', False: 'NO'}
+    s = cov['summary']
+    n, g, ok = s['maps'], s['goals'], s['passes']
+    kinds = f"{n} maps (rooms + fields)"
+    rows = []
+    if s['skyloc_ok'] < n:
+        rows.append(f"| coverage | skyloc plans made | {s['skyloc_ok']} / {n} | {n} / {n} | NO |")
+    if s['skyloc_ok'] == 0:
+        return rows + [f"| coverage | skyloc planner | not available: "
+                       f"{cov.get('skyloc_error', 'failed')} | - | NO |"]
+    rows.append(f"| coverage | coverage of the reachable free C-space, {kinds}, min / mean | "
+                f"{s['coverage_percent_min']:.2f} / {s['coverage_percent_mean']:.2f} % "
+                f"({ok['coverage']}/{n} maps) | >= {g['coverage_percent']} % | "
+                f"{yes[ok['coverage'] == n]} |")
+    rows.append(f"| coverage | path inside inflated obstacles, max | {s['collision_m_max']:.2f} m "
+                f"({ok['collision']}/{n} maps at 0) | 0 m | {yes[ok['collision'] == n]} |")
+    for kind in ('field', 'room'):
+        if f'length_ratio_max_{kind}' in s:
+            goal = g[f'length_ratio_{kind}']
+            rows.append(f"| coverage | path length / ideal (area / swath), {kind}s, max / mean | "
+                        f"{s[f'length_ratio_max_{kind}']:.3f} / "
+                        f"{s[f'length_ratio_mean_{kind}']:.3f} | <= {goal:.2f} | "
+                        f"{yes[s[f'length_ratio_max_{kind}'] <= goal]} |")
+    rows.append(f"| coverage | planning time (400 x 400 cells at most), max | "
+                f"{s['planning_time_s_max']:.2f} s | <= {g['planning_s']} s | "
+                f"{yes[ok['planning_time'] == n]} |")
+    if 'replan_time_s_max' in s:
+        rows.append(f"| coverage | replanning the remainder after a new obstacle, max | "
+                    f"{1000 * s['replan_time_s_max']:.0f} ms ({ok['replan_replan_time']}/{n} "
+                    f"maps) | <= {1000 * g['replan_s']:.0f} ms | "
+                    f"{yes[ok['replan_replan_time'] == n]} |")
+        rows.append(f"| coverage | after replanning: flown + remainder coverage min, remainder "
+                    f"in obstacles max | {s['replan_total_coverage_percent_min']:.2f} %, "
+                    f"{s['replan_remainder_collision_m_max']:.2f} m | >= "
+                    f"{g['coverage_percent']} %, 0 m | "
+                    f"{yes[ok['replan_coverage'] == n and ok['replan_collision'] == n]} |")
+    rows.append(f"| coverage | turns (> 10 deg) / total rotation, all maps | "
+                f"{s['turns_total']} / {s['total_rotation_deg_total'] / 1000:.1f}k deg | - | - |")
+    for laps in (0, 1):
+        b = s.get(f'baseline_laps{laps}', {})
+        k = f'vs_baseline_laps{laps}'
+        label = f"coverage-path-planner lines, {'no lap' if laps == 0 else 'one border lap'}"
+        if b.get('ok'):
+            rows.append(f"| coverage | {label}: coverage min / mean, maps with collision "
+                        f"(max), length / ideal mean | {b['coverage_percent_min']:.2f} / "
+                        f"{b['coverage_percent_mean']:.2f} %, {b['maps_with_collision']} "
+                        f"({b['collision_m_max']:.2f} m), {b['length_ratio_mean']:.3f} | - | - |")
+        ratio = b.get('skyloc_length_over_baseline_mean')
+        ratio_txt = f", skyloc length / baseline mean {ratio:.3f}" if ratio else ''
+        rows.append(f"| coverage | skyloc vs {label}: covers >= it, no collision, shorter | "
+                    f"{ok[k]}/{n} maps{ratio_txt} | {n}/{n} | {yes[ok[k] == n]} |")
     return rows
 
 
