@@ -222,7 +222,7 @@ def run_cli(m, folder):
     csv = os.path.join(folder, m['name'] + '.csv')
     cmd = [sys.executable, '-m', 'skyloc_coverage.plan', yaml_path,
            '--width', str(m['swath_width']), '--radius', str(m['radius']),
-           '--start', f"{m['start'][0]},{m['start'][1]}", '--out', csv]
+           f"--start={m['start'][0]},{m['start'][1]}", '--out', csv]
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(
         [os.path.join(ROOT, 'src', p) for p in ('skyloc_coverage', 'skyloc_sim')]

@@ -201,6 +201,17 @@ def coverage_rows(cov):
                     f"{yes[ok['replan_coverage'] == n and ok['replan_collision'] == n]} |")
     rows.append(f"| coverage | turns (> 10 deg) / total rotation, all maps | "
                 f"{s['turns_total']} / {s['total_rotation_deg_total'] / 1000:.1f}k deg | - | - |")
+    for c in cov.get('cli', []):
+        if c.get('ok'):
+            good = c['coverage_percent'] >= g['coverage_percent'] and c['collision_m'] <= 0
+            rows.append(f"| coverage | CLI (map_server YAML -> python -m skyloc_coverage.plan), "
+                        f"{c['map']}: coverage, in obstacles, process | "
+                        f"{c['coverage_percent']:.2f} %, {c['collision_m']:.2f} m, "
+                        f"{c['process_wall_s']:.1f} s | >= {g['coverage_percent']} %, 0 m | "
+                        f"{yes[good]} |")
+        else:
+            rows.append(f"| coverage | CLI (python -m skyloc_coverage.plan), {c['map']} | failed "
+                        f"(exit {c.get('returncode')}) | runs | NO |")
     for laps in (0, 1):
         b = s.get(f'baseline_laps{laps}', {})
         k = f'vs_baseline_laps{laps}'
