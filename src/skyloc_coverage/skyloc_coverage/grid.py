@@ -107,7 +107,10 @@ def load_map(yaml_path):
 
 
 def save_map(grid, yaml_path, image_name=None):
-    """Write `grid` as map_server YAML + PGM (trinary: 0 black, 254 white, 205 unknown)."""
+    """Write `grid` as map_server YAML + PGM (trinary: 0 black, 254 white, 205 unknown).
+
+    free_thresh 0.196 (as ROS 1's map_saver): 205 reads back as unknown, not free.
+    """
     out_dir = os.path.dirname(os.path.abspath(yaml_path))
     os.makedirs(out_dir, exist_ok=True)
     image_name = image_name or os.path.splitext(os.path.basename(yaml_path))[0] + '.pgm'
@@ -118,7 +121,7 @@ def save_map(grid, yaml_path, image_name=None):
         raise MapError(f'{yaml_path}: cannot write {image_name}')
     doc = (f'image: {image_name}\nmode: trinary\nresolution: {grid.resolution!r}\n'
            f'origin: [{grid.origin[0]!r}, {grid.origin[1]!r}, 0.0]\n'
-           f'negate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.25\n')
+           f'negate: 0\noccupied_thresh: 0.65\nfree_thresh: 0.196\n')
     with open(yaml_path, 'w') as stream:
         stream.write(doc)
     return yaml_path

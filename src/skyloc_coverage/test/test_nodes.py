@@ -1,0 +1,195 @@
+"""The coverage nodes as real processes over DDS (each test on its own ROS domain)."""
+
+import math
+import os
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from nav_msgs.msg import Odometry, OccupancyGrid, Path
+import numpy as np
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data, ReliabilityPolicy
+from sensor_msgs.msg import LaserScan
+from skyloc_interfaces.msg import MapChange
+from skyloc_sim.testing import start_node, stop_process, TestNode
+from std_msgs.msg import Float32
+
+from skyloc_coverage.ros_common import grid_from_msg, grid_to_msg
+
+os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DOMAIN = 210 + os.getpid() % 10
+
+
+class Listener(TestNode):
+    def __init__(self, domain):
+        super().__init__('coverage_test', domain)
+        n = self.node
+        self.got = {'map': [], 'changes': [], 'path': [], 'progress': [], 'diag': [],
+                    'truth': [], 'grid': []}
+        n.create_subscription(OccupancyGrid, '/map', lambda m: self.got['map'].append(m),
+                              LATCHED)
+        n.create_subscription(MapChange, '/map/changes',
+                              lambda m: self.got['changes'].append(m), 10)
+        n.create_subscription(Path, '/coverage/path', lambda m: self.got['path'].append(m),
+                              LATCHED)
+        n.create_subscription(OccupancyGrid, '/coverage/grid',
+                              lambda m: self.got['grid'].append(m), LATCHED)
+        n.create_subscription(Float32, '/coverage/progress',
+                              lambda m: self.got['progress'].append(m.data), 10)
+        n.create_subscription(DiagnosticArray, '/diagnostics',
+                              lambda m: self.got['diag'].extend(m.status), 10)
+        n.create_subscription(Odometry, '/sim/ground_truth',
+                              lambda m: self.got['truth'].append(
+                                  (m.pose.pose.position.x, m.pose.pose.position.y)), 200)
+
+    def diag(self, prefix, level=None):
+        return [s for s in self.got['diag'] if s.name.startswith(prefix)
+                and (level is None or s.level == level)]
+
+
+def odom(x, y, yaw, t):
+    msg = Odometry()
+    msg.header.frame_id = 'map'
+    msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int((t % 1) * 1e9)
+    msg.pose.pose.position.x, msg.pose.pose.position.y = float(x), float(y)
+    msg.pose.pose.orientation.z = math.sin(yaw / 2)
+    msg.pose.pose.orientation.w = math.cos(yaw / 2)
+    return msg
+
+
+def scan(t, wall_x=2.0, n=180, ranges=None):
+    msg = LaserScan()
+    msg.header.frame_id = 'base_link'
+    msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int((t % 1) * 1e9)
+    msg.angle_min, msg.angle_increment = -math.pi, 2 * math.pi / n
+    msg.angle_max = msg.angle_min + msg.angle_increment * (n - 1)
+    msg.range_min, msg.range_max = 0.1, 5.0
+    if ranges is None:
+        a = msg.angle_min + msg.angle_increment * np.arange(n)
+        ranges = np.where(np.abs(a) < 0.4, wall_x / np.cos(a), np.inf)
+    msg.ranges = [float(r) for r in ranges]
+    return msg
+
+
+def test_map_handler_maps_a_wall_reports_changes_and_survives_bad_scans(tmp_path):
+    domain = DOMAIN
+    proc = start_node('skyloc_coverage', 'map_handler', 'map_handler',
+                      {'resolution': 0.1, 'size_m': [8.0, 6.0], 'origin': [-4.0, -3.0],
+                       'pose_topic': '/odom', 'publish_rate': 5.0, 'radius': 0.2,
+                       'max_scan_rate': 20.0}, domain, tmp_path)
+    lis = Listener(domain)
+    try:
+        pose_pub = lis.node.create_publisher(Odometry, '/odom', qos_profile_sensor_data)
+        scan_pub = lis.node.create_publisher(LaserScan, '/scan', qos_profile_sensor_data)
+        assert lis.wait_until(lambda: pose_pub.get_subscription_count() > 0
+                              and scan_pub.get_subscription_count() > 0, 20)
+        bad = scan(0.05, ranges=[])
+        for k in range(30):
+            t = 1.0 + 0.1 * k
+            pose_pub.publish(odom(0.0, 0.0, 0.0, t))
+            scan_pub.publish(bad if k == 5 else scan(t - 0.05))
+            pose_pub.publish(odom(0.0, 0.0, 0.0, t + 0.05))
+            lis.spin(0.05)
+        assert lis.wait_until(lambda: any(c.newly_occupied > 0 for c in lis.got['changes']), 10)
+
+        def wall_seen():
+            grid = grid_from_msg(lis.got['map'][-1])
+            col, row = grid.cell_of(np.array([1.95, 2.05]), np.array([0.0, 0.0]))
+            return (grid.data[row, col] == 100).any()
+        assert lis.wait_until(wall_seen, 5)
+        grid = grid_from_msg(lis.got['map'][-1])
+        _, row = grid.cell_of(0.0, 0.0)
+        c0, _ = grid.cell_of(1.0, 0.0)
+        assert (grid.data[row, grid.cell_of(0.3, 0)[0]:c0] == 0).all()
+        change = next(c for c in lis.got['changes'] if c.newly_occupied > 0)
+        assert 1.8 <= change.min_x <= 2.1 and len(change.occupied_cells) == change.newly_occupied
+        assert lis.wait_until(lambda: lis.diag('map_handler', DiagnosticStatus.WARN), 5)
+        assert proc.poll() is None
+    finally:
+        lis.close()
+        code, out = stop_process(proc)
+    assert code == 0, out
+    assert 'scan skipped: 0 ranges' in out
+
+
+def free_map(width=60, height=40, res=0.1, blocked=False):
+    data = np.full((height, width), 100 if blocked else 0, np.int8)
+    data[0, :] = data[-1, :] = data[:, 0] = data[:, -1] = 100
+    return grid_to_msg(data, res, (0.0, 0.0), odom(0, 0, 0, 1.0).header.stamp)
+
+
+def test_coverage_node_errors_on_impossible_maps_then_plans(tmp_path):
+    domain = DOMAIN
+    proc = start_node('skyloc_coverage', 'coverage', 'coverage',
+                      {'swath_width': 0.6, 'radius': 0.2, 'pose_topic': '/odom'}, domain,
+                      tmp_path)
+    lis = Listener(domain)
+    try:
+        map_pub = lis.node.create_publisher(OccupancyGrid, '/map', LATCHED)
+        pose_pub = lis.node.create_publisher(Odometry, '/odom', qos_profile_sensor_data)
+        assert lis.wait_until(lambda: pose_pub.get_subscription_count() > 0, 20)
+        pose_pub.publish(odom(float('nan'), 0, 0, 1.0))
+        pose_pub.publish(odom(3.0, 2.0, 0, 1.0))
+        map_pub.publish(free_map(blocked=True))
+        assert lis.wait_until(lambda: lis.diag('coverage', DiagnosticStatus.ERROR), 10)
+        assert 'no free cell' in lis.diag('coverage', DiagnosticStatus.ERROR)[0].message
+        assert not lis.got['path']
+        map_pub.publish(free_map())
+        pose_pub.publish(odom(3.0, 2.0, 0, 2.0))
+        assert lis.wait_until(lambda: lis.got['path'], 10)
+        path = np.array([(p.pose.position.x, p.pose.position.y)
+                         for p in lis.got['path'][-1].poses])
+        assert len(path) > 10
+        assert path[:, 0].min() >= 0.3 - 1e-6 and path[:, 0].max() <= 5.7 + 1e-6
+        assert lis.wait_until(lambda: lis.got['grid'], 5)
+        assert proc.poll() is None
+    finally:
+        lis.close()
+        code, out = stop_process(proc)
+    assert code == 0, out
+    assert 'cannot plan' in out and 'first plan' in out
+
+
+def test_ground_robot_covers_a_room_on_its_own_odometry(tmp_path):
+    """sim + map_handler + coverage + follower: the room is covered, on /odom only."""
+    from skyloc_sim.world import room_world
+    domain = DOMAIN
+    cache = str(tmp_path / 'worlds')
+    world = room_world(cache, seed=5, width_m=6.0, depth_m=5.0)
+    occupancy = os.path.join(os.path.dirname(world), 'occupancy.yaml')
+    procs = [
+        start_node('skyloc_sim', 'sim', 'sim', {
+            'world': world, 'vehicle': 'ground', 'rate': 4.0, 'start': [0.0, 0.0, 0.0, 0.0],
+            'max_speed': 0.6, 'max_accel': 1.0, 'max_yaw_rate': 2.0, 'camera_rate': 0.5,
+            'scan_rate': 5.0}, domain, tmp_path),
+        start_node('skyloc_coverage', 'map_handler', 'map_handler', {
+            'static_map': occupancy, 'pose_topic': '/odom', 'radius': 0.25,
+            'use_sim_time': True, 'max_scan_rate': 2.0}, domain, tmp_path),
+        start_node('skyloc_coverage', 'coverage', 'coverage', {
+            'swath_width': 0.5, 'radius': 0.25, 'pose_topic': '/odom',
+            'unknown_is_free': False, 'coverage_goal_percent': 97.0, 'use_sim_time': True},
+            domain, tmp_path),
+        start_node('skyloc_coverage', 'follower', 'follower', {
+            'vehicle': 'ground', 'pose_topic': '/odom', 'speed': 0.5, 'max_yaw_rate': 2.0,
+            'lookahead_m': 0.3, 'goal_tolerance_m': 0.05, 'use_sim_time': True},
+            domain, tmp_path),
+    ]
+    lis = Listener(domain)
+    try:
+        assert lis.wait_until(lambda: lis.got['path'], 60), 'no coverage path'
+        reached = lis.wait_until(
+            lambda: lis.got['progress'] and lis.got['progress'][-1] >= 97.0, 300)
+        progress = lis.got['progress'][-1] if lis.got['progress'] else None
+        assert all(p.poll() is None for p in procs), 'a node died'
+        assert reached, f'coverage stopped at {progress}%'
+        # the truth says the robot really moved over the room (odometry drifts, it is not
+        # the pose source of this check)
+        truth = np.array(lis.got['truth'])
+        assert np.ptp(truth[:, 0]) > 3.0 and np.ptp(truth[:, 1]) > 2.5
+    finally:
+        lis.close()
+        outs = [stop_process(p) for p in procs]
+    for code, out in outs:
+        assert code == 0, out[-2000:]
+    coverage_log = outs[2][1]
+    assert 'coverage goal reached' in coverage_log
