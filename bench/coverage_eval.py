@@ -102,9 +102,9 @@ def swept_mask(shape, resolution, origin, swath_width, path):
     The polyline is sampled every resolution / 4 and the samples rasterised into a grid padded by
     the half swath (samples just outside the map still sweep cells inside it); a Euclidean
     distance transform of that mask settles every cell farther than one cell diagonal from the
-    swath edge; the cells in that band are settled with their exact distance to the nearest
-    sample (a k-d tree), so a cell's result does not depend on where the path crosses its
-    neighbours (error < 0.002 cell).
+    swath edge; the cells in that band are settled with their exact distance to the polyline
+    (segment_distance), so a cell's result does not depend on where the path crosses its
+    neighbours.
     """
     h, w = shape
     path = np.asarray(path, dtype=float).reshape(-1, 2)
@@ -132,10 +132,39 @@ def swept_mask(shape, resolution, origin, swath_width, path):
     if br.size:
         centres = np.column_stack([origin[0] + (bc + 0.5) * resolution,
                                    origin[1] + (br + 0.5) * resolution])
-        tree = cKDTree(samples[inside])
-        dist, _ = tree.query(centres, k=1, distance_upper_bound=half + 1e-9)
-        swept[br, bc] = dist <= half + 1e-9
+        swept[br, bc] = segment_distance(path, centres, resolution) <= half + 1e-9
     return swept
+
+
+def segment_distance(path, points, resolution):
+    """Exact Euclidean distance from each point to the polyline (its nearest segment).
+
+    Candidate segments come from the nearest samples (every resolution / 4, a k-d tree); the
+    distance to each candidate segment is then computed exactly, so a cell centre exactly half
+    a swath from a lane counts as swept (a sample-based distance would be up to 1/8 cell long).
+    """
+    path = np.asarray(path, dtype=float).reshape(-1, 2)
+    if len(path) == 1:
+        return np.hypot(*(points - path[0]).T)
+    seg = np.diff(path, axis=0)
+    lengths = np.hypot(seg[:, 0], seg[:, 1])
+    n = np.maximum(1, np.ceil(lengths / (resolution / 4.0)).astype(np.int64))
+    seg_id = np.repeat(np.arange(len(seg)), n)
+    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    samples = path[seg_id] + seg[seg_id] * (k / np.repeat(n, n))[:, None]
+    tree = cKDTree(samples)
+    kk = min(6, len(samples))
+    _, nearest = tree.query(points, k=kk)
+    nearest = nearest.reshape(len(points), kk)
+    best = np.full(len(points), np.inf)
+    for j in range(kk):
+        for shift in (0, -1):      # the sample's segment and the one before (a vertex)
+            sid = np.clip(seg_id[nearest[:, j]] + shift, 0, len(seg) - 1)
+            a, d = path[sid], seg[sid]
+            l2 = np.maximum((d * d).sum(axis=1), 1e-18)
+            t = np.clip(((points - a) * d).sum(axis=1) / l2, 0.0, 1.0)
+            best = np.minimum(best, np.hypot(*(a + t[:, None] * d - points).T))
+    return best
 
 
 def collision_length(blocked, resolution, origin, path):

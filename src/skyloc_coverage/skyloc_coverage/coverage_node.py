@@ -288,6 +288,9 @@ class CoverageNode(Node):
         self.diag.publish(state, values)
 
 
+NODE_CLASS = CoverageNode
+
+
 def main(args=None):
     run_node(CoverageNode, args, startup_errors=(ValueError, MapError))
 

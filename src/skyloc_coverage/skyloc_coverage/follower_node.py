@@ -130,6 +130,9 @@ class FollowerNode(Node):
                                   'backend': 'nav2' if self.nav2 is not None else 'builtin'})
 
 
+NODE_CLASS = FollowerNode
+
+
 def main(args=None):
     run_node(FollowerNode, args)
 

@@ -56,8 +56,27 @@ def path_free(free, points):
     return all(segment_free(free, points[i], points[i + 1]) for i in range(len(points) - 1))
 
 
-def astar(free, start, goal):
-    """8-connected A* between cells (col, row), no corner cutting; list of cells or None."""
+_FLAT_CACHE = {}
+
+
+def _flat(free):
+    """free as bytes over flat indices (fast scalar reads), cached for the last few grids."""
+    key = (id(free), free.shape, free.__array_interface__['data'][0])
+    hit = _FLAT_CACHE.get(key)
+    if hit is None or hit[0] is not free:
+        if len(_FLAT_CACHE) > 8:
+            _FLAT_CACHE.clear()
+        hit = (free, np.ascontiguousarray(free, np.uint8).tobytes())
+        _FLAT_CACHE[key] = hit
+    return hit[1]
+
+
+def astar(free, start, goal, weight=1.2):
+    """8-connected A* between cells (col, row), no corner cutting; list of cells or None.
+
+    `weight` > 1 inflates the heuristic (weighted A*: at most that factor longer than the
+    shortest path, far fewer expansions); callers shorten the result by line of sight.
+    """
     h, w = free.shape
     start, goal = (int(start[0]), int(start[1])), (int(goal[0]), int(goal[1]))
     for c, r in (start, goal):
@@ -65,40 +84,45 @@ def astar(free, start, goal):
             return None
     if start == goal:
         return [start]
+    cells = _flat(free)
     gx, gy = goal
-
-    def heuristic(c, r):
-        ax, ay = abs(c - gx), abs(r - gy)
-        return (ax + ay) + (SQRT2 - 2.0) * min(ax, ay)
-
-    g = {start: 0.0}
-    parent = {start: None}
-    heap = [(heuristic(*start), 0.0, start)]
+    s_idx, g_idx = start[1] * w + start[0], gy * w + gx
+    steps = [(dc, dr, dr * w + dc, cost) for dc, dr, cost in _STEPS]
+    g = {s_idx: 0.0}
+    parent = {s_idx: -1}
+    k = weight
+    d2 = SQRT2 - 2.0
+    heap = [(0.0, s_idx)]
     closed = set()
+    push, pop = heapq.heappush, heapq.heappop
     while heap:
-        _, cost, node = heapq.heappop(heap)
-        if node in closed:
+        _, idx = pop(heap)
+        if idx in closed:
             continue
-        if node == goal:
+        if idx == g_idx:
             path = []
-            while node is not None:
-                path.append(node)
-                node = parent[node]
+            while idx != -1:
+                path.append((idx % w, idx // w))
+                idx = parent[idx]
             return path[::-1]
-        closed.add(node)
-        c, r = node
-        for dc, dr, step in _STEPS:
+        closed.add(idx)
+        r, c = divmod(idx, w)
+        base = g[idx]
+        for dc, dr, off, cost in steps:
             nc, nr = c + dc, r + dr
-            if not (0 <= nc < w and 0 <= nr < h) or not free[nr, nc]:
+            if nc < 0 or nc >= w or nr < 0 or nr >= h:
                 continue
-            if dc and dr and not (free[r, nc] and free[nr, c]):
+            n = idx + off
+            if not cells[n]:
                 continue
-            new = cost + step
-            key = (nc, nr)
-            if new < g.get(key, math.inf):
-                g[key] = new
-                parent[key] = node
-                heapq.heappush(heap, (new + heuristic(nc, nr), new, key))
+            if dc and dr and not (cells[idx + dc] and cells[idx + dr * w]):
+                continue
+            new = base + cost
+            if new < g.get(n, math.inf):
+                g[n] = new
+                parent[n] = idx
+                ax, ay = abs(nc - gx), abs(nr - gy)
+                push(heap, (new + k * (ax + ay + d2 * (ax if ax < ay else ay)), n))
     return None
 
 

@@ -266,6 +266,9 @@ class MapHandlerNode(Node):
                                    f'{self.mapper.resolution:g} m'})
 
 
+NODE_CLASS = MapHandlerNode
+
+
 def main(args=None):
     run_node(MapHandlerNode, args, startup_errors=(ValueError, MapError))
 

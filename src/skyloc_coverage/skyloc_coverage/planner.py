@@ -6,7 +6,8 @@ computation on the transposed grid):
 1. Where the vehicle centre may go (``free``): obstacles inflated by the vehicle radius, the
    survey area, the component reachable from the start. What must be swept (``todo``): the
    free cells not covered yet (all of them for a first plan, the remainder when replanning).
-2. Boustrophedon decomposition of ``todo``: a sweep line moves row by row; a run of free
+2. Boustrophedon decomposition of ``todo`` (small island obstacles filled in: lanes pass them
+   on an A* bypass instead of splitting the area): a sweep line moves row by row; a run of free
    cells continues the cell of the run below it when they overlap one to one, otherwise
    (an obstacle begins or ends: a split or merge event) a new cell starts.
 3. Lanes: every cell takes the rows of one global lattice spaced by the swath width, so lanes
@@ -101,23 +102,36 @@ def decompose(mask):
     return label, cells, adjacency
 
 
-def swept_mask(shape, polylines, half_width_cells):
-    """Cells whose centre is within half_width_cells of any polyline (cell coordinates)."""
-    canvas = np.full(shape, 255, np.uint8)
+def swept_mask(shape, polylines, half_width_cells, upsample=3):
+    """Cells whose centre is within half_width_cells of any polyline (cell coordinates).
+
+    The polylines are drawn on a canvas `upsample` times finer (3: a cell centre is a fine
+    pixel centre, so lanes along rows or columns through cell centres are measured exactly;
+    slanted segments within a quarter cell), then a distance transform is sampled at the cell
+    centres.
+    """
+    k = int(upsample)
+    h, w = shape
+    canvas = np.full((h * k, w * k), 255, np.uint8)
     shift = 3
+    drawn = False
     for pts in polylines:
-        arr = np.asarray(pts, float).reshape(-1, 2) - 0.5       # cell centres -> pixel coords
+        arr = np.asarray(pts, float).reshape(-1, 2) * k - 0.5    # -> fine pixel coords
         if len(arr) == 0:
             continue
-        p = np.round(arr * (1 << shift)).astype(np.int32)
+        drawn = True
         if len(arr) == 1:
-            canvas[int(round(arr[0, 1])), int(round(arr[0, 0]))] = 0
-        else:
-            cv2.polylines(canvas, [p.reshape(-1, 1, 2)], False, 0, 1, cv2.LINE_8, shift)
-    if canvas.min() > 0:
+            r, c = int(round(arr[0, 1])), int(round(arr[0, 0]))
+            if 0 <= r < h * k and 0 <= c < w * k:
+                canvas[r, c] = 0
+            continue
+        p = np.round(arr * (1 << shift)).astype(np.int32)
+        cv2.polylines(canvas, [p.reshape(-1, 1, 2)], False, 0, 1, cv2.LINE_8, shift)
+    if not drawn or canvas.min() > 0:
         return np.zeros(shape, bool)
     dist = cv2.distanceTransform(canvas, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return dist <= half_width_cells + 1e-6
+    centre = k // 2
+    return dist[centre::k, centre::k] <= half_width_cells * k + 1e-6
 
 
 class CoveragePlanner:
@@ -127,11 +141,13 @@ class CoveragePlanner:
     inflation), m; side_overlap: fraction of the swath shared by neighbouring lanes;
     unknown_is_free: plan through unknown cells (a survey over a LIDAR map that has not seen
     everything yet); directions: sweep directions tried, degrees (0 = lanes along x, 90 =
-    along y); the cheaper plan (length + turn_cost_m per turn) is kept.
+    along y); the cheaper plan (length + turn_cost_m per turn) is kept; bypass_m: obstacles
+    no taller (across the lanes) than this, surrounded by free space, are passed by the lanes
+    instead of splitting the area into cells (default two swaths).
     """
 
     def __init__(self, swath_width, radius=0.0, side_overlap=0.0, unknown_is_free=True,
-                 directions=(0.0, 90.0), turn_cost_m=None, detour_rounds=3):
+                 directions=(0.0, 90.0), turn_cost_m=None, detour_rounds=8, bypass_m=None):
         if not (math.isfinite(swath_width) and swath_width > 0):
             raise ValueError(f'swath_width must be positive, got {swath_width}')
         if not (math.isfinite(radius) and radius >= 0):
@@ -148,6 +164,7 @@ class CoveragePlanner:
         self.directions = tuple(float(d) % 180.0 for d in directions)
         self.turn_cost_m = swath_width if turn_cost_m is None else float(turn_cost_m)
         self.detour_rounds = int(detour_rounds)
+        self.bypass_m = 2.0 * swath_width if bypass_m is None else float(bypass_m)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -261,11 +278,14 @@ class CoveragePlanner:
         """Lanes along rows; returns (points, lanes, info), all in cell coordinates."""
         spacing = self._lane_spacing(res)
         half = self.swath_width / 2.0 / res
-        label, cells, _ = decompose(todo)
+        filled = self._fill_small_obstacles(free, todo, self.bypass_m / res)
+        label, cells, adjacency = decompose(filled)
         best = None
-        for name, lanes in (('lattice', self._lattice_lanes(cells, todo, spacing)),
+        for name, lanes in (('lattice', self._lattice_lanes(cells, filled, spacing)),
                             ('spread', self._cell_lanes(cells, spacing, half))):
-            pts = self._route(free, cells, lanes, start)
+            lanes = [[lane for lane in (self._trim(free, *ln) for ln in per_cell) if lane]
+                     for per_cell in lanes]
+            pts = self._route(free, cells, lanes, start, adjacency)
             pts, detours = self._detours(free, todo, pts, half, spacing)
             covered = swept_mask(todo.shape, [pts], half)
             missed = int((todo & ~covered).sum())
@@ -332,14 +352,22 @@ class CoveragePlanner:
         rr, cc = np.nonzero(comp[y:y + h, x:x + w] == k)
         return rr + y, cc + x
 
-    def _route(self, free, cells, lanes, start):
+    def _route(self, free, cells, lanes, start, adjacency=()):
         """Visit every cell's lanes boustrophedon-wise; A* transits between cells.
 
         Order: greedy with one step of look-ahead over (cell, variant) choices, cost =
         distance to the cell's entry + distance from its exit to the nearest entry of a cell
-        still to visit (so that a cell is not left behind as an isolated dead end).
+        still to visit (so that a cell is not left behind as an isolated dead end). Cells
+        that share a boundary with the current one come first: a straight-line distance
+        through a wall says nothing of the way round.
         """
         units = [i for i in range(len(cells)) if lanes[i]]
+        unit_of = {c: k for k, c in enumerate(units)}
+        neighbours = [set() for _ in units]
+        for a, b in adjacency:
+            if a in unit_of and b in unit_of:
+                neighbours[unit_of[a]].add(unit_of[b])
+                neighbours[unit_of[b]].add(unit_of[a])
         variants = [self._variants(lanes[i]) for i in units]
         nv = max((len(v) for v in variants), default=1)
         n = len(units)
@@ -355,10 +383,17 @@ class CoveragePlanner:
         left = np.ones(n, bool)
         pts = [start]
         cur = start
+        current = None
         while left.any():
             with np.errstate(invalid='ignore'):
                 d1 = np.hypot(entry[..., 0] - cur[0], entry[..., 1] - cur[1])
-            d1 = np.where(left[:, None], np.nan_to_num(d1, nan=np.inf), np.inf)
+            candidates = left.copy()
+            if current is not None:
+                near = np.zeros(n, bool)
+                near[list(neighbours[current])] = True
+                if (near & left).any():
+                    candidates &= near
+            d1 = np.where(candidates[:, None], np.nan_to_num(d1, nan=np.inf), np.inf)
             others = left.copy()
             look = np.zeros((n, nv))
             if others.sum() > 1:
@@ -369,14 +404,69 @@ class CoveragePlanner:
                 look[~np.isfinite(look)] = 0.0
             j, v = np.unravel_index(int(np.argmin(d1 + look)), d1.shape)
             left[j] = False
+            current = j
             for a, b in variants[j][v]:
                 leg = gridpath.connect(free, cur, a)
                 if leg is None:       # cannot happen inside one free component
                     raise PlanningError(f'no free connection from {cur} to {a}')
                 pts.extend(leg[1:])
-                pts.append(b)
+                pts.extend(self._lane_path(free, a, b)[1:])
                 cur = b
         return pts
+
+    @staticmethod
+    def _lane_path(free, a, b):
+        """A lane from a to b along its row: straight over free runs, A* only around the
+        obstacles it bypasses (so the lane stays on its row everywhere else)."""
+        row = int(a[1])
+        lo, hi = sorted((int(a[0]), int(b[0])))
+        starts, ends = _runs(free[row, lo:hi + 1])
+        runs = [(lo + int(s0), lo + int(e0)) for s0, e0 in zip(starts, ends)]
+        if a[0] > b[0]:
+            runs = [(e0, s0) for s0, e0 in runs[::-1]]
+        pts = [a]
+        for k, (s0, e0) in enumerate(runs):
+            p0, p1 = (s0 + 0.5, row + 0.5), (e0 + 0.5, row + 0.5)
+            if k > 0:
+                leg = gridpath.connect(free, pts[-1], p0)
+                if leg is None:
+                    raise PlanningError(f'no free way around an obstacle on row {row}')
+                pts.extend(leg[1:])
+            if p1 != pts[-1]:
+                pts.append(p1)
+        return pts
+
+    @staticmethod
+    def _fill_small_obstacles(free, todo, max_cells):
+        """todo with small enclosed obstacles filled in: lanes pass them (bypassed on the
+        grid) instead of splitting the area into cells around every tree or mast."""
+        if max_cells <= 0:
+            return todo
+        holes = (~free).astype(np.uint8)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=8)
+        h, w = free.shape
+        out = todo.copy()
+        for k in range(1, n):
+            x, y, bw, bh, _ = stats[k]
+            if bh > max_cells or bw > 4 * max_cells:
+                continue
+            if x == 0 or y == 0 or x + bw >= w or y + bh >= h:
+                continue            # touches the edge: a boundary, not an island
+            ring = cv2.dilate((comp[y - 1:y + bh + 1, x - 1:x + bw + 1] == k).astype(np.uint8),
+                              np.ones((3, 3), np.uint8)).astype(bool)
+            box = (slice(y - 1, y + bh + 1), slice(x - 1, x + bw + 1))
+            around = ring & (comp[box] != k)
+            if free[box][around].all():     # an island in free space
+                out[box] |= comp[box] == k
+        return out
+
+    @staticmethod
+    def _trim(free, row, x0, x1):
+        """A lane's ends moved inwards onto free cells (a run may end in a filled obstacle)."""
+        cols = np.flatnonzero(free[row, x0:x1 + 1])
+        if len(cols) == 0:
+            return None
+        return (row, x0 + int(cols[0]), x0 + int(cols[-1]))
 
     @staticmethod
     def _variants(cell_lanes):
@@ -424,9 +514,7 @@ class CoveragePlanner:
             arr = np.asarray(pts, float)
             placed = []
             for a, b in strips:
-                mid = ((a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0)
-                i, _ = _nearest_segment(arr, mid)
-                placed.append((i, a, b))
+                placed.append((_visible_segment(free, arr, a), a, b))
             # insert from the end so that earlier indices stay valid
             placed.sort(key=lambda t: -t[0])
             for i, a, b in placed:
@@ -465,12 +553,33 @@ class CoveragePlanner:
                                                       0.0, 1.0))
         foot = (math.floor(p[0] + t * d[0]) + 0.5, math.floor(p[1] + t * d[1]) + 0.5)
         out = []
-        for x, y in ((p, foot), (foot, a), (a, b), (b, a), (a, foot)):
+        # the foot is snapped to a cell centre, off a slanted leg: rejoin q through connect
+        for x, y in ((p, foot), (foot, a), (a, b), (b, a), (a, foot), (foot, q)):
             leg = gridpath.connect(free, x, y)
             if leg is None:
                 return None
             out.extend(leg[1:])
+        out.pop()           # q itself follows in the path
         return out
+
+
+def _visible_segment(free, arr, point, candidates=12):
+    """Index of the nearest path segment whose closest point sees `point` in a straight free
+    line (the nearest one beyond a wall would cost a long way round); else the nearest."""
+    if len(arr) == 1:
+        return 0
+    a, b = arr[:-1], arr[1:]
+    d = b - a
+    l2 = np.maximum((d * d).sum(axis=1), 1e-12)
+    t = np.clip(((point - a) * d).sum(axis=1) / l2, 0.0, 1.0)
+    foot = a + t[:, None] * d
+    dist = np.hypot(*(foot - point).T)
+    order = np.argsort(dist)[:candidates]
+    for i in order:
+        f = (math.floor(foot[i, 0]) + 0.5, math.floor(foot[i, 1]) + 0.5)
+        if free[int(f[1]), int(f[0])] and gridpath.segment_free(free, f, point):
+            return int(i)
+    return int(order[0])
 
 
 def _nearest_segment(arr, point):
