@@ -14,9 +14,12 @@ computation on the transposed grid):
    of neighbouring cells line up and no cell adds a lane of its own (measured: 5-15% shorter
    than spreading each cell's lanes evenly); strips the lattice leaves (above or below an
    obstacle, at the area's edge) are swept in step 5.
-4. Route: cells are visited greedily, each in the best of its four boustrophedon variants
-   (bottom-up or top-down, first lane left or right); consecutive lanes are joined straight
-   when that is free, transits between cells are A* legs shortened by line of sight.
+4. Route: cells are ordered greedily (neighbouring cells first, one step of look-ahead), the
+   order improved by or-opt moves and each cell's boustrophedon variant (bottom-up or
+   top-down, first lane left or right) chosen by dynamic programming; consecutive lanes are
+   joined straight when that is free, lanes bypass small obstacles on their row, transits
+   between cells are A* legs (on a 4x coarser grid first when long) shortened by line of
+   sight.
 5. What the footprint of the route still misses (dents in a cell's boundary) is swept by short
    detours off the nearest leg. Every segment of
    the result is checked exactly against the inflated grid: no part of the path enters it.
@@ -165,6 +168,7 @@ class CoveragePlanner:
         self.turn_cost_m = swath_width if turn_cost_m is None else float(turn_cost_m)
         self.detour_rounds = int(detour_rounds)
         self.bypass_m = 2.0 * swath_width if bypass_m is None else float(bypass_m)
+        self.last_direction = None
 
     # -- public API ----------------------------------------------------------------------
 
@@ -224,6 +228,7 @@ class CoveragePlanner:
             best = (0.0, self.directions[0], [(start_cell[0] + 0.5, start_cell[1] + 0.5)],
                     [], {'cells': 0, 'detours': 0, 'missed_cells': 0, 'lanes': 'none'})
         _, direction, pts, lanes, info = best
+        self.last_direction = direction
         if not gridpath.path_free(free, pts):     # the guarantee; never expected to fire
             raise PlanningError('internal error: planned path crosses the inflated grid')
         pts = gridpath.simplify(pts)
@@ -254,9 +259,22 @@ class CoveragePlanner:
         return CoveragePlan(path, metrics, blocked=~free, todo=todo, lanes=lanes_m,
                             warnings=warnings)
 
-    def replan(self, grid, current, covered=None, area=None):
-        """Plan only the uncovered remainder from the current pose (after a map change)."""
-        return self.plan(grid, current, area=area, covered=covered)
+    def replan(self, grid, current, covered=None, area=None, direction=None):
+        """Plan only the uncovered remainder from the current pose (after a map change).
+
+        direction: the sweep direction, by default that of this planner's last plan (one
+        routing instead of one per direction: replanning is on the clock).
+        """
+        if direction is None:
+            direction = self.last_direction
+        if direction is None:
+            return self.plan(grid, current, area=area, covered=covered)
+        saved = self.directions
+        self.directions = (float(direction) % 180.0,)
+        try:
+            return self.plan(grid, current, area=area, covered=covered)
+        finally:
+            self.directions = saved
 
     # -- internals -----------------------------------------------------------------------
 
@@ -280,23 +298,27 @@ class CoveragePlanner:
         half = self.swath_width / 2.0 / res
         filled = self._fill_small_obstacles(free, todo, self.bypass_m / res)
         label, cells, adjacency = decompose(filled)
-        best = None
+        # choose the lane layout before routing (routing is the expensive part): lane length
+        # + one swath per lane change + the detours its missed strips would need
+        options = []
         for name, lanes in (('lattice', self._lattice_lanes(cells, filled, spacing)),
                             ('spread', self._cell_lanes(cells, spacing, half))):
             lanes = [[lane for lane in (self._trim(free, *ln) for ln in per_cell) if lane]
                      for per_cell in lanes]
-            pts = self._route(free, cells, lanes, start, adjacency)
-            pts, detours = self._detours(free, todo, pts, half, spacing)
-            covered = swept_mask(todo.shape, [pts], half)
-            missed = int((todo & ~covered).sum())
-            cost = (missed, gridpath.polyline_length(pts) * res
-                    + self.turn_cost_m * gridpath.turns(pts)[0])
-            if best is None or cost < best[0]:
-                flat = [(x0 + 0.5, r + 0.5, x1 + 0.5, r + 0.5)
-                        for per_cell in lanes for r, x0, x1 in per_cell]
-                best = (cost, pts, flat, {'cells': len(cells), 'detours': detours,
-                                          'missed_cells': missed, 'lanes': name})
-        return best[1:]
+            flat = [(r, x0, x1) for per_cell in lanes for r, x0, x1 in per_cell]
+            swept = swept_mask(todo.shape, self._lane_polylines(lanes), half)
+            missed = int((todo & ~swept).sum())
+            estimate = (sum(x1 - x0 for _, x0, x1 in flat) + spacing * len(flat)
+                        + 2.0 * missed / max(1, spacing))
+            options.append((estimate, name, lanes))
+        _, name, lanes = min(options, key=lambda o: o[0])
+        pts = self._route(free, cells, lanes, start, adjacency)
+        pts, detours = self._detours(free, todo, pts, half, spacing)
+        covered = swept_mask(todo.shape, [pts], half)
+        flat = [(x0 + 0.5, r + 0.5, x1 + 0.5, r + 0.5)
+                for per_cell in lanes for r, x0, x1 in per_cell]
+        return pts, flat, {'cells': len(cells), 'detours': detours,
+                           'missed_cells': int((todo & ~covered).sum()), 'lanes': name}
 
     @staticmethod
     def _lattice_lanes(cells, todo, spacing):
@@ -359,7 +381,9 @@ class CoveragePlanner:
         distance to the cell's entry + distance from its exit to the nearest entry of a cell
         still to visit (so that a cell is not left behind as an isolated dead end). Cells
         that share a boundary with the current one come first: a straight-line distance
-        through a wall says nothing of the way round.
+        through a wall says nothing of the way round. The greedy order is then improved by
+        moving single cells (or-opt) and re-choosing every cell's variant (dynamic
+        programming) on straight-line transit costs, non-neighbours weighted 1.3.
         """
         units = [i for i in range(len(cells)) if lanes[i]]
         unit_of = {c: k for k, c in enumerate(units)}
@@ -381,9 +405,9 @@ class CoveragePlanner:
             cross = np.hypot(*(exit_.reshape(-1, 1, 2) - flat_entry[None]).transpose(2, 0, 1))
         cross = np.nan_to_num(cross, nan=np.inf, posinf=np.inf).reshape(n, nv, n, nv)
         left = np.ones(n, bool)
-        pts = [start]
         cur = start
         current = None
+        order = []
         while left.any():
             with np.errstate(invalid='ignore'):
                 d1 = np.hypot(entry[..., 0] - cur[0], entry[..., 1] - cur[1])
@@ -394,10 +418,9 @@ class CoveragePlanner:
                 if (near & left).any():
                     candidates &= near
             d1 = np.where(candidates[:, None], np.nan_to_num(d1, nan=np.inf), np.inf)
-            others = left.copy()
             look = np.zeros((n, nv))
-            if others.sum() > 1:
-                masked = np.where(others[None, None, :, None], cross, np.inf)
+            if left.sum() > 1:
+                masked = np.where(left[None, None, :, None], cross, np.inf)
                 for j in np.flatnonzero(left):
                     masked[j, :, j, :] = np.inf
                 look = masked.reshape(n, nv, -1).min(axis=2)
@@ -405,6 +428,19 @@ class CoveragePlanner:
             j, v = np.unravel_index(int(np.argmin(d1 + look)), d1.shape)
             left[j] = False
             current = j
+            order.append((int(j), int(v)))
+            cur = tuple(exit_[j, v])
+        if n > 2:
+            with np.errstate(invalid='ignore'):
+                d0 = np.hypot(entry[..., 0] - start[0], entry[..., 1] - start[1])
+            d0 = np.nan_to_num(d0, nan=np.inf)
+            penalty = np.full((n, n), 1.3)
+            for j, near in enumerate(neighbours):
+                penalty[j, list(near)] = 1.0
+            order = _improve_order(order, d0, cross * penalty[:, None, :, None])
+        pts = [start]
+        cur = start
+        for j, v in order:
             for a, b in variants[j][v]:
                 leg = gridpath.connect(free, cur, a)
                 if leg is None:       # cannot happen inside one free component
@@ -561,6 +597,71 @@ class CoveragePlanner:
             out.extend(leg[1:])
         out.pop()           # q itself follows in the path
         return out
+
+
+def _link(cost, d0, a, b):
+    """Transit cost from (cell, variant) a (None: the start) to b (None: the end)."""
+    if b is None:
+        return 0.0
+    if a is None:
+        return float(d0[b])
+    return float(cost[a[0], a[1], b[0], b[1]])
+
+
+def _best_variants(cells, d0, cost):
+    """Variant of each cell in a fixed order minimising the transits (dynamic programming)."""
+    dp = d0[cells[0]].copy()
+    back = []
+    for a, b in zip(cells[:-1], cells[1:]):
+        total = dp[:, None] + cost[a, :, b, :]
+        back.append(total.argmin(axis=0))
+        dp = total.min(axis=0)
+    v = int(np.argmin(dp))
+    out = [v]
+    for arg in reversed(back):
+        v = int(arg[v])
+        out.append(v)
+    return out[::-1]
+
+
+def _improve_order(order, d0, cost, rounds=3, passes=30):
+    """Or-opt over a (cell, variant) tour from the start, then optimal variants; repeat."""
+    order = list(order)
+    n, nv = d0.shape
+    for _ in range(rounds):
+        improved_any = False
+        for _ in range(passes):
+            improved = False
+            for p in range(len(order)):
+                k = order[p]
+                prev = order[p - 1] if p > 0 else None
+                nxt = order[p + 1] if p + 1 < len(order) else None
+                gain = (_link(cost, d0, prev, k) + _link(cost, d0, k, nxt)
+                        - _link(cost, d0, prev, nxt))
+                rest = order[:p] + order[p + 1:]
+                best = (gain - 1e-9, None)
+                for g in range(len(rest) + 1):
+                    a = rest[g - 1] if g > 0 else None
+                    b = rest[g] if g < len(rest) else None
+                    base = _link(cost, d0, a, b)
+                    for v in range(nv):
+                        kv = (k[0], v)
+                        add = _link(cost, d0, a, kv) + _link(cost, d0, kv, b) - base
+                        if add < best[0]:
+                            best = (add, (g, kv))
+                if best[1] is not None:
+                    g, kv = best[1]
+                    order = rest[:g] + [kv] + rest[g:]
+                    improved = improved_any = True
+            if not improved:
+                break
+        cells = [j for j, _ in order]
+        variants = _best_variants(cells, d0, cost)
+        new = list(zip(cells, variants))
+        if new == order and not improved_any:
+            break
+        order = new
+    return order
 
 
 def _visible_segment(free, arr, point, candidates=12):
