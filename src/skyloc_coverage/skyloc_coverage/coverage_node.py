@@ -169,12 +169,16 @@ class CoverageNode(Node):
         self.get_logger().error(text, throttle_duration_sec=5.0)
 
     # ------------------------------------------------------------------ planning
-    def _plan(self, why):
+    def _plan(self, why, replan=False):
         grid, pose = self.grid, self.pose
         covered = self.tracker.covered if self.tracker is not None else None
         try:
-            plan = self.planner.plan(grid, (pose[0], pose[1]), area=self.area_mask,
-                                     covered=covered)
+            if replan:
+                plan = self.planner.replan(grid, (pose[0], pose[1]), covered=covered,
+                                           area=self.area_mask)
+            else:
+                plan = self.planner.plan(grid, (pose[0], pose[1]), area=self.area_mask,
+                                         covered=covered)
         except (PlanningError, MapError) as exc:
             self._error(f'cannot plan ({why}): {exc}')
             return False
@@ -227,7 +231,7 @@ class CoverageNode(Node):
         if not hit:
             return
         t0 = time.perf_counter()
-        if self._plan(f'replan ({why} on the remaining path)'):
+        if self._plan(f'replan ({why} on the remaining path)', replan=True):
             ms = 1000 * (time.perf_counter() - t0)
             self.replans.append({'time': self.get_clock().now().nanoseconds * 1e-9,
                                  'ms': round(ms, 1), 'why': why,
