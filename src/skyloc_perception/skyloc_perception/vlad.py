@@ -186,6 +186,18 @@ class Vlad:
         return out
 
 
+_HALF_TABLE = []
+
+
+def _half_table():
+    """float32 value of every float16 bit pattern (256 KiB): a table look-up converts
+    float16 to float32 2.6x faster than numpy's astype here (bench machine, numpy 2.4)."""
+    if not _HALF_TABLE:
+        _HALF_TABLE.append(np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+                           .astype(np.float32))
+    return _HALF_TABLE[0]
+
+
 class Pca:
     """PCA projection (optionally whitened) of descriptors, rows L2-normalised after.
 
@@ -196,7 +208,13 @@ class Pca:
 
     def __init__(self, mean=None, components=None, whitening=None):
         self.mean = None if mean is None else np.asarray(mean, np.float32).reshape(-1)
-        self.components = None if components is None else np.asarray(components, np.float32)
+        # float16 components (a bundle saved with ``dtype='float16'``) stay float16: half the
+        # memory of the largest array of a bundle; ``transform`` computes in float32
+        if components is not None:
+            components = np.asarray(components)
+            if components.dtype != np.float16:
+                components = components.astype(np.float32, copy=False)
+        self.components = components
         self.whitening = None if whitening is None else \
             np.asarray(whitening, np.float32).reshape(-1)
         self.variance = None
@@ -212,11 +230,28 @@ class Pca:
         if self.whitening is not None and self.whitening.size != self.components.shape[0]:
             raise ValueError(f'Pca whitening has {self.whitening.size} values for '
                              f'{self.components.shape[0]} components')
-        # fold the mean and the whitening into one matrix + offset: transform is one matmul
-        proj = self.components if self.whitening is None else \
-            self.components * self.whitening[:, None]
-        self._proj_t = np.ascontiguousarray(proj.T, dtype=np.float32)
-        self._offset = (self.mean @ self._proj_t).astype(np.float32)
+        # transform reads ``components`` through a transposed view: no second dim x dim_in
+        # copy (256 x 12288 float32 = 12 MB, the largest array of a bundle); the mean is
+        # folded into one offset vector
+        self._offset = self._project(self.mean[None, :])[0]
+
+    _CHUNK_ROWS = 8  # float16 components converted 8 rows (8 x 12288 x 4 = 384 KiB) at a time
+
+    def _project(self, x2):
+        """[N, dim_in] float32 -> [N, dim] float32: x2 @ components.T, in float32.
+
+        Written components @ x2.T: for one descriptor that is a matrix-vector product on the
+        C-ordered components (0.8 ms for 256 x 12288, where x @ components.T took 4.8 ms)."""
+        if self.components.dtype == np.float32:
+            return (self.components @ x2.T).T
+        out = np.empty((len(self.components), len(x2)), np.float32)
+        buf = np.empty((self._CHUNK_ROWS, self.components.shape[1]), np.float32)
+        bits = self.components.view(np.uint16)
+        for r0 in range(0, len(self.components), self._CHUNK_ROWS):
+            n = len(bits[r0:r0 + self._CHUNK_ROWS])
+            np.take(_half_table(), bits[r0:r0 + n], out=buf[:n])
+            out[r0:r0 + n] = buf[:n] @ x2.T
+        return out.T
 
     @property
     def dim_in(self):
@@ -284,16 +319,28 @@ class Pca:
         x2 = x.reshape(1, -1) if single else x
         if x2.ndim != 2 or x2.shape[1] != self.dim_in:
             raise ValueError(f'Pca input has dimension {x2.shape[-1]}, expected {self.dim_in}')
-        y = x2 @ self._proj_t - self._offset
+        y = self._project(x2) - self._offset
+        if self.whitening is not None:
+            y *= self.whitening
         if normalize:
             y = l2_normalize_rows(y)
         return y[0] if single else y
 
-    def save(self, path):
-        """Write an .npz with mean, components and (if whitened) whitening, float32."""
+    def save(self, path, dtype=None):
+        """Write an .npz with mean, components and (if whitened) whitening, float32.
+
+        ``dtype='float16'`` stores the components in float16 (half the size on disk and in
+        memory once loaded; descriptors change by ~1e-4 relative, cosine ~1 - 1e-7).
+        Default: the components' own dtype.
+        """
         if self.components is None:
             raise ValueError('Pca is not fitted')
-        arrays = {'mean': self.mean, 'components': self.components}
+        components = self.components if dtype is None else \
+            np.asarray(self.components, np.dtype(dtype))
+        if components.dtype not in (np.float16, np.float32):
+            raise ValueError(f'Pca components can be stored as float16 or float32, not '
+                             f'{components.dtype}')
+        arrays = {'mean': self.mean, 'components': components}
         if self.whitening is not None:
             arrays['whitening'] = self.whitening
         # through a buffer so the file is exactly ``path`` (np.savez would append .npz)
@@ -320,3 +367,25 @@ class Pca:
             return cls(arrays['mean'], arrays['components'], arrays.get('whitening'))
         except ValueError as exc:
             raise ValueError(f'{path}: {exc}') from exc
+
+
+def similarities(database, query, chunk_rows=1024):
+    """Dot products of one descriptor with every row of a database: [M, D] @ [D] -> [M] float32.
+
+    ``database`` float32 or float16 (e.g. ``np.load(path, mmap_mode='r')``); ``query`` [D].
+    For unit rows these are cosine similarities. A float16 database (half the memory and the
+    mapped pages of float32) is converted to float32 ``chunk_rows`` rows at a time, since
+    numpy has no fast float16 matrix product: the extra memory is one float32 chunk.
+    """
+    query = np.asarray(query, dtype=np.float32).reshape(-1)
+    if database.ndim != 2 or database.shape[1] != query.size:
+        raise ValueError(f'database rows have dimension {database.shape[-1]}, the query '
+                         f'{query.size}')
+    if database.dtype == np.float32:
+        return np.asarray(database @ query, dtype=np.float32)
+    out = np.empty(len(database), np.float32)
+    step = max(1, int(chunk_rows))
+    for start in range(0, len(database), step):
+        block = np.asarray(database[start:start + step], dtype=np.float32)
+        np.matmul(block, query, out=out[start:start + len(block)])
+    return out

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from skyloc_perception.vlad import fit_vocabulary, Pca, Vlad
+from skyloc_perception.vlad import fit_vocabulary, Pca, similarities, Vlad
 
 
 def _unit(deg):
@@ -207,3 +207,36 @@ def test_vlad_pca_float16_storage():
     sims = reduced @ reduced.T
     np.testing.assert_allclose(half.astype(np.float32) @ half.astype(np.float32).T, sims,
                                atol=2e-3)
+
+
+def test_pca_float16_components(tmp_path):
+    """Components stored as float16 stay float16 in memory; transform computes in float32
+    and matches the float32 PCA of the same (rounded) matrix."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((60, 300)).astype(np.float32)
+    pca = Pca().fit(x, 20)
+    path = str(tmp_path / 'pca16.npz')
+    pca.save(path, dtype='float16')
+    with np.load(path) as data:
+        assert data['components'].dtype == np.float16 and data['mean'].dtype == np.float32
+    half = Pca.load(path)
+    assert half.components.dtype == np.float16 and half.dim == 20 and half.dim_in == 300
+    same = Pca(half.mean, half.components.astype(np.float32), half.whitening)
+    np.testing.assert_allclose(half.transform(x), same.transform(x), atol=1e-6)
+    np.testing.assert_allclose(half.transform(x[3]), same.transform(x)[3], atol=1e-6)
+    assert np.sum(half.transform(x) * pca.transform(x), axis=1).min() > 0.9999
+    with pytest.raises(ValueError, match='float16 or float32'):
+        pca.save(path, dtype='int8')
+
+
+def test_similarities_float16_database():
+    rng = np.random.default_rng(6)
+    db = rng.standard_normal((2500, 24)).astype(np.float32)
+    q = rng.standard_normal(24).astype(np.float32)
+    np.testing.assert_allclose(similarities(db, q), db @ q, rtol=1e-6)
+    half = db.astype(np.float16)
+    got = similarities(half, q, chunk_rows=700)
+    assert got.dtype == np.float32 and got.shape == (2500,)
+    np.testing.assert_allclose(got, half.astype(np.float32) @ q, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='dimension'):
+        similarities(db, q[:5])
