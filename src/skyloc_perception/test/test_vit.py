@@ -14,6 +14,7 @@ torch = pytest.importorskip('torch')
 timm = pytest.importorskip('timm')
 onnx = pytest.importorskip('onnx')
 
+from skyloc_perception import vit_onnx  # noqa: E402
 from skyloc_perception import vit_torch as vt  # noqa: E402
 from skyloc_perception.vit_onnx import OnnxVitBackbone, preprocess  # noqa: E402
 
@@ -181,6 +182,66 @@ def test_outliers_and_smooth_quant():
     with torch.no_grad():
         after = vt.TruncatedVit(m, 2, 'value')(x)
     assert ((after - before).abs().max() / before.abs().max()).item() < 1e-4
+
+
+def _op_counts(path):
+    from collections import Counter
+    return Counter(n.op_type for n in onnx.load(path).graph.node)
+
+
+def test_fused_graph_is_the_same_function(exported, tmp_path):
+    trunc, fp32, _ = exported
+    fused = str(tmp_path / 'fused.onnx')
+    info = vit_onnx.fuse_vit_graph(fp32, fused)
+    # layer 3, value facet: blocks 0-2 whole (attention + 2 LayerScales each)
+    assert info['attention'] == 3 and info['layerscale'] == 6
+    ops = _op_counts(fused)
+    assert ops['Attention'] == 3 and 'Softmax' not in ops and 'Split' not in ops
+    ref, got = OnnxVitBackbone(fp32, SIZE), OnnxVitBackbone(fused, SIZE)
+    for seed in range(2):
+        a, b = ref.tokens(_image(seed)), got.tokens(_image(seed))
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
+
+
+def test_quantize_int8_cpu(exported, tmp_path):
+    trunc, fp32, int8 = exported
+    path = str(tmp_path / 'int8_cpu.onnx')
+    info = vit_onnx.quantize_int8_cpu(fp32, path)
+    assert info['path'] == path and info['attention'] == 3
+    ops = _op_counts(path)
+    assert ops['QAttention'] == 3 and 'Softmax' not in ops
+    assert 'MatMulInteger' in ops or 'DynamicQuantizeMatMul' in ops
+    assert onnx.load(path).ir_version <= 12
+    assert os.path.getsize(fp32) >= 3 * os.path.getsize(path)
+    ref, q, old = (OnnxVitBackbone(p, SIZE) for p in (fp32, path, int8))
+    for s in range(3):
+        f = ref.features(_image(s))
+        assert np.sum(f * q.features(_image(s)), axis=1).mean() >= 0.999
+        # as accurate as the unfused INT8 model
+        np.testing.assert_allclose(np.sum(f * q.features(_image(s)), axis=1).mean(),
+                                   np.sum(f * old.features(_image(s)), axis=1).mean(),
+                                   atol=5e-4)
+    plain = str(tmp_path / 'int8_plain.onnx')
+    assert vit_onnx.quantize_int8_cpu(fp32, plain, fuse=False)['attention'] == 0
+    assert 'QAttention' not in _op_counts(plain)
+
+
+def test_dinov3_rope_attention_is_left_unfused(tmp_path):
+    m = vt.build_vit(V3, img_size=64, seed=2, depth=2)
+    trunc = vt.TruncatedVit(m, 1, 'value')
+    fp32 = vt.export_onnx(trunc, str(tmp_path / 'v3.onnx'))
+    info = vit_onnx.fuse_vit_graph(fp32, str(tmp_path / 'v3_fused.onnx'))
+    assert info['attention'] == 0   # RoPE inside: not the plain attention pattern
+    a = OnnxVitBackbone(fp32, 64, drop_tokens=5).features(_image(3))
+    b = OnnxVitBackbone(str(tmp_path / 'v3_fused.onnx'), 64, drop_tokens=5).features(_image(3))
+    assert np.sum(a * b, axis=1).min() > 0.99999
+
+
+def test_low_memory_option(exported):
+    _, fp32, _ = exported
+    a = OnnxVitBackbone(fp32, SIZE, low_memory=True).features(_image(1))
+    b = OnnxVitBackbone(fp32, SIZE, low_memory=False).features(_image(1))
+    np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- weights
