@@ -21,13 +21,17 @@ not import: the Pi runs perception without the simulator):
 from dataclasses import dataclass
 import math
 
-import cv2
 import numpy as np
 
-# One definition of the camera mounting (R_BASE_CAMERA: image right = base_link -y, image
-# down = base_link -x, optical axis = base_link -z) and of the attitude, shared with the
-# simulator that renders the images (DESIGN.md conventions).
-from skyloc_sim.camera import R_BASE_CAMERA, rotation_base_to_map  # noqa: F401 (API)
+# The camera mounting and the attitude convention, the same matrices as the simulator's
+# (skyloc_sim.camera; test_normalize checks they are identical). Not imported from there:
+# skyloc_sim.camera loads OpenCV for rendering, ~16 MB of RSS that the embedder node with a
+# ViT bundle otherwise never needs (bench/results/perception.json, embedder_node_rss).
+# Columns are the camera optical axes (x right, y down, z forward) expressed in base_link:
+# image right = base_link -y, image down = base_link -x, optical axis = base_link -z.
+R_BASE_CAMERA = np.array([[0.0, -1.0, 0.0],
+                          [-1.0, 0.0, 0.0],
+                          [0.0, 0.0, -1.0]])
 
 # below this many source pixels per output pixel plain bilinear sampling does not alias
 _AA_THRESHOLD = 1.01
@@ -121,6 +125,17 @@ class CameraIntrinsics:
                                 (self.cy + 0.5) * sy - 0.5, width, height)
 
 
+def rotation_base_to_map(yaw, roll=0.0, pitch=0.0):
+    """R (3x3) taking base_link vectors to the map frame: Rz(yaw) Ry(pitch) Rx(roll), rad."""
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cr, sr = math.cos(roll), math.sin(roll)
+    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
+    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    return rz @ ry @ rx
+
+
 def ground_to_image(intrinsics, altitude_m, yaw_rad, roll_rad=0.0, pitch_rad=0.0, gimbal=True):
     """3x3 homography: ground offsets (dx east, dy north, 1) in metres from the nadir point
     -> image pixel indices (col, row, 1), camera ``altitude_m`` above flat ground.
@@ -173,37 +188,182 @@ def _jacobian_scale(m, u, v):
     return math.sqrt(abs(np.linalg.det(jac)))
 
 
-def _resample(src, m_dst_to_src, out_px, scale_x, scale_y):
-    """warpPerspective of ``src`` to out_px x out_px, low-passed first against aliasing.
+# ----------------------------------------------------------------------------- resampling
+# numpy only (no OpenCV: cv2 is ~16 MB of RSS in the embedder process, which has no other use
+# for it with a ViT bundle). Same operations as cv2.pyrDown, cv2.GaussianBlur (BORDER_REFLECT)
+# and cv2.warpPerspective (INTER_LINEAR, WARP_INVERSE_MAP, BORDER_CONSTANT 0, sample positions
+# quantised to 1/32 px as OpenCV does), within +-1 (pyrDown: identical; test_normalize checks
+# all three against OpenCV). Filters run over bands of rows so that the float32 temporaries
+# stay small (a VGA frame in float32 is 3.7 MB per copy).
+
+_PYR_KERNEL = np.array([1.0, 4.0, 6.0, 4.0, 1.0], np.float32) / 16.0
+_BAND_ROWS = 32
+
+
+def _reflect101(idx, n):
+    """OpenCV BORDER_REFLECT_101 (gfedcb|abcdefgh|gfedcba) indices into 0..n-1."""
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * n - 2
+    idx = np.abs(idx) % period
+    return np.where(idx >= n, period - idx, idx)
+
+
+def _reflect(idx, n):
+    """OpenCV BORDER_REFLECT (fedcba|abcdefgh|hgfedcb) indices into 0..n-1."""
+    idx = idx % (2 * n)
+    return np.where(idx >= n, 2 * n - 1 - idx, idx)
+
+
+def _gaussian_kernel(ksize, sigma):
+    """cv2.getGaussianKernel(ksize, sigma) for sigma > 0, float32."""
+    x = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2.0
+    k = np.exp(-x * x / (2.0 * sigma * sigma))
+    return (k / k.sum()).astype(np.float32)
+
+
+def _correlate(x, kernel, axis, border, step, n_out):
+    """float32 correlation of ``x`` with an odd ``kernel`` along ``axis`` (0 or 1), keeping
+    output samples 0, step, 2 step, ... (n_out of them); ``border`` None: ``x`` already holds
+    the kernel's reach on both sides."""
+    r = len(kernel) // 2
+    if border is None:
+        padded = x
+    else:
+        idx = border(np.arange(-r, (n_out - 1) * step + r + 1), x.shape[axis])
+        padded = np.take(x, idx, axis=axis)
+    span = (n_out - 1) * step + 1
+    out = None
+    for k, w in enumerate(kernel):
+        part = padded[k:k + span:step] if axis == 0 else padded[:, k:k + span:step]
+        out = part * np.float32(w) if out is None else out + part * np.float32(w)
+    return out
+
+
+def _separable(src, ky, kx, border, step=1):
+    """uint8 ``src`` filtered by ky (rows) then kx (columns), decimated by ``step``."""
+    h, w = src.shape[:2]
+    h_out, w_out = (h + step - 1) // step, (w + step - 1) // step
+    out = np.empty((h_out, w_out) + src.shape[2:], np.uint8)
+    ry = len(ky) // 2
+    for o0 in range(0, h_out, _BAND_ROWS):
+        o1 = min(h_out, o0 + _BAND_ROWS)
+        rows = border(np.arange(o0 * step - ry, (o1 - 1) * step + ry + 1), h)
+        band = src[rows].astype(np.float32)
+        band = _correlate(band, ky, 0, None, step, o1 - o0)
+        band = _correlate(band, kx, 1, border, step, w_out)
+        np.floor(band + 0.5, out=band)
+        out[o0:o1] = np.clip(band, 0, 255)
+    return out
+
+
+def _pyr_down(src):
+    """cv2.pyrDown: 5-tap [1 4 6 4 1] / 16 Gaussian, BORDER_REFLECT_101, every other sample."""
+    return _separable(src, _PYR_KERNEL, _PYR_KERNEL, _reflect101, 2)
+
+
+def _gaussian_blur(src, ksize, sigma_x, sigma_y):
+    """cv2.GaussianBlur(src, ksize, sigma_x, sigma_y, borderType=BORDER_REFLECT)."""
+    return _separable(src, _gaussian_kernel(ksize[1], sigma_y),
+                      _gaussian_kernel(ksize[0], sigma_x), _reflect)
+
+
+def _warp(src, m_dst_to_src, out_px, valid=False):
+    """cv2.warpPerspective(src, m, (out_px, out_px), INTER_LINEAR | WARP_INVERSE_MAP,
+    BORDER_CONSTANT 0); with ``valid`` also the uint8 mask 255 x (share of the bilinear
+    weight that fell inside ``src``), what warping an all-255 alpha channel gives."""
+    h, w = src.shape[:2]
+    flat = src.reshape(h * w, -1)
+    out = np.empty((out_px, out_px, flat.shape[1]), np.uint8)
+    mask = np.empty((out_px, out_px), np.uint8) if valid else None
+    cols = np.arange(out_px, dtype=np.float64)
+    big = float(1 << 26)
+    for o0 in range(0, out_px, _BAND_ROWS):
+        rows = np.arange(o0, min(out_px, o0 + _BAND_ROWS), dtype=np.float64)[:, None]
+        z = m_dst_to_src[2, 0] * cols + m_dst_to_src[2, 1] * rows + m_dst_to_src[2, 2]
+        with np.errstate(divide='ignore'):
+            z = np.where(z != 0.0, 1.0 / z, 0.0)
+        pos = []
+        for i in (0, 1):
+            v = (m_dst_to_src[i, 0] * cols + m_dst_to_src[i, 1] * rows + m_dst_to_src[i, 2]) * z
+            pos.append(np.rint(np.clip(v, -big, big) * 32.0).astype(np.int64))
+        x0, y0 = pos[0] >> 5, pos[1] >> 5
+        fx = (pos[0] & 31).astype(np.float32) / 32.0
+        fy = (pos[1] & 31).astype(np.float32) / 32.0
+        acc = np.zeros(x0.shape + (flat.shape[1],), np.float32)
+        inside = np.zeros(x0.shape, np.float32) if valid else None
+        for dy, wy in ((0, 1.0 - fy), (1, fy)):
+            yy = y0 + dy
+            for dx, wx in ((0, 1.0 - fx), (1, fx)):
+                xx = x0 + dx
+                ok = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+                weight = wy * wx * ok
+                acc += flat[np.where(ok, yy * w + xx, 0)] * weight[..., None]
+                if valid:
+                    inside += weight
+        rows_out = slice(o0, o0 + len(rows))
+        out[rows_out] = np.clip(np.floor(acc + 0.5), 0, 255)
+        if valid:
+            mask[rows_out] = np.clip(np.floor(inside * 255.0 + 0.5), 0, 255)
+    return out, mask
+
+
+def _source_window(m_dst_to_src, out_px, shape, margin, align):
+    """(r0, r1, c0, c1): the source rows/columns the warp of an out_px square can read, plus
+    ``margin``, clipped to the image, r0/c0 multiples of ``align``; None if unbounded."""
+    edge = np.array([[-1.0, -1.0, 1.0], [out_px, -1.0, 1.0], [-1.0, out_px, 1.0],
+                     [out_px, out_px, 1.0]]) @ m_dst_to_src.T
+    if np.any(edge[:, 2] <= 0.0):  # the depth is affine: positive at the corners = inside
+        return None
+    xs, ys = edge[:, 0] / edge[:, 2], edge[:, 1] / edge[:, 2]
+    if not np.all(np.isfinite(xs)) or not np.all(np.isfinite(ys)):
+        return None
+    h, w = shape[:2]
+    r0 = max(0, int(math.floor(ys.min())) - margin) // align * align
+    c0 = max(0, int(math.floor(xs.min())) - margin) // align * align
+    r1 = min(h, int(math.ceil(ys.max())) + margin + 1)
+    c1 = min(w, int(math.ceil(xs.max())) + margin + 1)
+    return (r0, r1, c0, c1) if r0 < r1 and c0 < c1 else (0, 0, 0, 0)
+
+
+def _resample(src, m_dst_to_src, out_px, scale_x, scale_y, valid=False):
+    """warpPerspective of ``src`` to out_px x out_px, low-passed first against aliasing;
+    returns (image, valid mask or None).
 
     ``scale_x/y``: source pixels per output pixel along the source axes.  Bilinear sampling
     of a source finer than the output aliases (crop rows, roofs -> moire), so the source is
-    halved with ``cv2.pyrDown`` (5-tap Gaussian, sigma 1) while it is >= 2x finer, and the
+    halved with a pyrDown (5-tap Gaussian, sigma 1) while it is >= 2x finer, and the
     remaining factor r in (1, 2) is covered by a Gaussian of sigma 0.6 sqrt(r^2 - 1) source
     px: no blur at r = 1, pyrDown's sigma ~1 at r = 2, and a 1-px checkerboard at r = 1.5
     comes out flat within +-5 (a smaller sigma, sampled on 3-5 taps, barely damps it).
-    ~1-2 ms for a VGA frame on one core, where a non-integer INTER_AREA resize alone takes
-    ~4 ms.
+    Only the window of the source that the output can read is filtered (plus the filters'
+    reach, aligned to the pyramid), which gives the same pixels as filtering it all.
     """
-    while min(scale_x, scale_y) >= 2.0 and min(src.shape[:2]) >= 2:
-        src = cv2.pyrDown(src)
+    levels = 0
+    sx, sy = scale_x, scale_y
+    while min(sx, sy) >= 2.0 and (min(src.shape[:2]) >> levels) >= 2:
+        levels, sx, sy = levels + 1, sx / 2.0, sy / 2.0
+    sigmas = [0.6 * math.sqrt(r * r - 1.0) if r > _AA_THRESHOLD else 0.0 for r in (sx, sy)]
+    ksize = tuple(2 * int(math.ceil(3.0 * sg)) + 1 for sg in sigmas)
+    margin = (max(ksize) // 2 + 4) * (1 << levels) + 2
+    window = _source_window(m_dst_to_src, out_px, src.shape, margin, 1 << levels)
+    if window is not None and window[0] >= window[1]:  # no source pixel in reach
+        empty = np.zeros((out_px, out_px) + src.shape[2:], np.uint8)
+        return empty, (np.zeros((out_px, out_px), np.uint8) if valid else None)
+    if window is not None and min(window[1] - window[0], window[3] - window[2]) >= 2 << levels:
+        r0, r1, c0, c1 = window
+        src = src[r0:r1, c0:c1]
+        m_dst_to_src = np.array([[1.0, 0.0, -c0], [0.0, 1.0, -r0], [0.0, 0.0, 1.0]]) \
+            @ m_dst_to_src
+    for _ in range(levels):
+        if min(src.shape[:2]) < 2:
+            break
+        src = _pyr_down(src)
         # pyrDown keeps the even samples: level-1 index = level-0 index / 2
         m_dst_to_src = np.diag([0.5, 0.5, 1.0]) @ m_dst_to_src
-        scale_x, scale_y = scale_x / 2.0, scale_y / 2.0
-    sigmas = [0.6 * math.sqrt(r * r - 1.0) if r > _AA_THRESHOLD else 0.0
-              for r in (scale_x, scale_y)]
     if max(sigmas) > 0.0:
-        ksize = tuple(2 * int(math.ceil(3.0 * sg)) + 1 for sg in sigmas)
-        src = cv2.GaussianBlur(src, ksize, sigmaX=max(sigmas[0], 1e-3),
-                               sigmaY=max(sigmas[1], 1e-3), borderType=cv2.BORDER_REFLECT)
-    return cv2.warpPerspective(src, m_dst_to_src, (out_px, out_px),
-                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def _with_alpha(rgb):
-    """RGBA copy with alpha 255: warped in the same call, alpha is the validity mask."""
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
+        src = _gaussian_blur(src, ksize, max(sigmas[0], 1e-3), max(sigmas[1], 1e-3))
+    return _warp(np.ascontiguousarray(src), m_dst_to_src, out_px, valid)
 
 
 def _check_rgb(name, img):
@@ -253,7 +413,8 @@ def normalize_query(rgb, intrinsics, altitude_m, yaw_rad, footprint_m, out_px, r
                          f'({roll_rad:.3f}, {pitch_rad:.3f} rad) tilt it past the horizon')
     scale = _jacobian_scale(crop_to_image, centre, centre)
     aspect = math.sqrt(intrinsics.fx / intrinsics.fy)
-    warped = _resample(_with_alpha(rgb), crop_to_image, out_px, scale * aspect, scale / aspect)
+    crop, alpha = _resample(rgb, crop_to_image, out_px, scale * aspect, scale / aspect,
+                            valid=True)
 
     # ground behind the camera (strong tilt, large footprint) would be mirrored into the image
     # by the projective division: blank it.  Depth is affine in crop pixels.
@@ -262,10 +423,11 @@ def normalize_query(rgb, intrinsics, altitude_m, yaw_rad, footprint_m, out_px, r
     if np.any((corners @ crop_to_image.T)[:, 2] <= 1e-6 * altitude_m):
         cols, rows = np.meshgrid(np.arange(out_px), np.arange(out_px))
         depth = crop_to_image[2, 0] * cols + crop_to_image[2, 1] * rows + crop_to_image[2, 2]
-        warped[depth <= 1e-6 * altitude_m] = 0
+        behind = depth <= 1e-6 * altitude_m
+        crop[behind] = 0
+        alpha[behind] = 0
 
-    crop = np.ascontiguousarray(warped[:, :, :3])
-    valid_fraction = float(warped[:, :, 3].mean(dtype=np.float64) / 255.0)
+    valid_fraction = float(alpha.mean(dtype=np.float64) / 255.0)
     return crop, valid_fraction
 
 
@@ -320,8 +482,7 @@ def map_tile(orthophoto_rgb, grid, x, y, footprint_m, out_px, return_valid=False
     m = np.array([[1.0, 0.0, -c0], [0.0, 1.0, -r0], [0.0, 0.0, 1.0]]) @ m
     sx = math.hypot(m[0, 0], m[0, 1])
     sy = math.hypot(m[1, 0], m[1, 1])
+    tile, alpha = _resample(roi, m, out_px, sx, sy, valid=return_valid)
     if not return_valid:
-        return _resample(roi, m, out_px, sx, sy)
-    warped = _resample(_with_alpha(roi), m, out_px, sx, sy)
-    valid = float(warped[:, :, 3].mean(dtype=np.float64) / 255.0)
-    return np.ascontiguousarray(warped[:, :, :3]), valid
+        return tile
+    return tile, float(alpha.mean(dtype=np.float64) / 255.0)

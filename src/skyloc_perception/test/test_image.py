@@ -77,6 +77,23 @@ def test_result_does_not_alias_the_message(picture):
     assert buf[0] == (first + 1) % 256
 
 
+def test_copy_false_is_a_view_of_an_unpadded_rgb8_payload(picture):
+    buf = array.array('B', picture.tobytes())
+    msg = SimpleNamespace(encoding='rgb8', width=7, height=5, step=21, data=buf)
+    view = image_from_msg(msg, copy=False)
+    np.testing.assert_array_equal(view, picture)
+    buf[0] = (int(picture[0, 0, 0]) + 1) % 256
+    assert view[0, 0, 0] == buf[0]   # no copy: the node's msg outlives its use
+    # padded rows or another layout still give a new array
+    step, data = _pack(picture, 3)
+    padded = bytearray(data)
+    out = decode_image('rgb8', 7, 5, step, padded, copy=False)
+    padded[0] ^= 0xFF
+    np.testing.assert_array_equal(out, picture)
+    step, data = _pack(picture[:, :, ::-1], 0)
+    np.testing.assert_array_equal(decode_image('bgr8', 7, 5, step, data, copy=False), picture)
+
+
 @pytest.mark.parametrize('args, message', [
     (('yuv422', 7, 5, 14, bytes(70)), "unsupported image encoding 'yuv422'; supported: bgr8"),
     (('16UC1', 7, 5, 14, bytes(70)), "unsupported image encoding '16UC1'"),
