@@ -1,0 +1,423 @@
+"""Retrieval over a map database, geometric re-ranking, and the camera-image localiser.
+
+* :func:`top_k`: cosine similarity of one or more query descriptors with the (memory-mapped,
+  float16 or float32) rows of one altitude band, computed in float32 chunks; with several
+  query variants a tile's score is its best variant's.
+* Rotation/scale search: the IMU heading and the barometric altitude are off by a few degrees
+  and 5-10%, and a descriptor of a crop rotated or scaled by that much is measurably less
+  similar to its tile.  :class:`Localizer` embeds the query at ``yaw_offsets_deg`` x
+  ``scales`` (default -6/0/+6 deg x 0.93/1/1.07, nine descriptors) and keeps each tile's best.
+* Geometric verification (:mod:`skyloc_localization.fine`): the top ``verify_k`` distinct
+  tiles are re-ranked by the geometric score between the query crop and the map window around
+  them (the orientation-correlation peak, or the RANSAC inlier count of SIFT keypoints with
+  ``method='keypoints'``); the best verified one gives the fine fix.  When the best
+  similarity is weak (below ``weak_similarity``) ``fallback_k`` candidates are verified
+  instead (a wider search).
+"""
+
+from dataclasses import dataclass, field
+import math
+import time
+
+import numpy as np
+
+from skyloc_localization.fine import CorrelationMatcher, FineResult, KeypointMatcher, solve
+
+
+def top_k(descriptors, queries, k, rows=None, chunk=8192):
+    """Best ``k`` rows by cosine: (row indices [k], scores [k], best variant per row [k]).
+
+    ``descriptors``: [N, D] float16/float32 (a memmap is read ``chunk`` rows at a time);
+    ``queries``: [V, D] or [D] unit vectors; ``rows``: (start, end) to search a slice.
+    """
+    q = np.asarray(queries, np.float32)
+    q = q[None, :] if q.ndim == 1 else q
+    start, end = rows if rows is not None else (0, len(descriptors))
+    if descriptors.ndim != 2 or descriptors.shape[1] != q.shape[1]:
+        raise ValueError(f'database descriptors have dimension {descriptors.shape[-1]}, the '
+                         f'query {q.shape[1]}')
+    n = end - start
+    scores = np.empty(n, np.float32)
+    variant = np.empty(n, np.int32)
+    for s in range(start, end, chunk):
+        block = np.asarray(descriptors[s:min(end, s + chunk)], dtype=np.float32)
+        sims = block @ q.T
+        variant[s - start:s - start + len(block)] = np.argmax(sims, axis=1)
+        scores[s - start:s - start + len(block)] = sims.max(axis=1)
+    k = min(int(k), n)
+    if k <= 0:
+        return np.zeros(0, int), np.zeros(0, np.float32), np.zeros(0, np.int32)
+    idx = np.argpartition(-scores, k - 1)[:k]
+    idx = idx[np.argsort(-scores[idx], kind='stable')]
+    return idx + start, scores[idx], variant[idx]
+
+
+@dataclass
+class Candidate:
+    row: int
+    x: float
+    y: float
+    band: int
+    similarity: float
+    variant: int = 0
+    inliers: int = -1            # keypoint inliers; -1: not verified that way
+    score: float = -1.0          # geometric score (correlation peak or inliers); -1: none
+    fine: FineResult = None
+    peak: tuple = None
+    to_map: object = None
+
+    def as_dict(self):
+        return {'x': round(self.x, 2), 'y': round(self.y, 2), 'band': self.band,
+                'similarity': round(float(self.similarity), 4),
+                'geometric_score': round(float(self.score), 4)}
+
+
+@dataclass
+class Localization:
+    """One query's answer. ``fix``: 'fine' (x, y from fine matching), 'tile' (no fine fix: x,
+    y is the best tile's centre, covariance its footprint) or 'none' (empty band)."""
+
+    fix: str
+    x: float
+    y: float
+    covariance: np.ndarray
+    similarity: float
+    geometric_score: float
+    band: int
+    footprint_m: float
+    candidates: list = field(default_factory=list)
+    fine: FineResult = None
+    yaw_offset_deg: float = 0.0
+    scale: float = 1.0
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def ok(self):
+        return self.fix == 'fine'
+
+    @property
+    def sigma_m(self):
+        return float(math.sqrt(max(np.linalg.eigvalsh(self.covariance))))
+
+
+def variant_crop(base, base_footprint_m, dyaw_deg, scale, footprint_m, out_px):
+    """The crop normalize_query would give at yaw + dyaw and altitude * scale, resampled from
+    a larger north-up ``base`` crop (same centre) instead of from the camera image.
+
+    On flat ground under a nadir camera, a yaw offset rotates the north-up crop about its
+    centre and an altitude factor scales it: the variant at ground offset d samples the base
+    at R(-dyaw) d / scale.  Interpolation aside it equals normalize_query's result.
+    """
+    import cv2
+    b_px = base.shape[0]
+    b_res, res = base_footprint_m / b_px, footprint_m / out_px
+    th = math.radians(dyaw_deg)
+    # crop px -> ground (east, north): S (p - c); ground -> base px: S_b^-1 d + c_b
+    s_out = np.diag([res, -res])
+    s_base_inv = np.diag([1.0 / b_res, -1.0 / b_res])
+    rot = np.array([[math.cos(th), math.sin(th)], [-math.sin(th), math.cos(th)]])  # R(-dyaw)
+    a = s_base_inv @ rot @ s_out / scale
+    c_out, c_base = (out_px - 1) / 2.0, (b_px - 1) / 2.0
+    t = np.array([c_base, c_base]) - a @ np.array([c_out, c_out])
+    m = np.hstack((a, t[:, None]))
+    interp = cv2.INTER_AREA if res / b_res > 1.5 else cv2.INTER_LINEAR
+    if interp == cv2.INTER_AREA:  # warpAffine has no area filter: pre-shrink the base
+        f = b_res / res * 1.25
+        small = cv2.resize(base, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        m = np.diag([small.shape[1] / b_px, small.shape[0] / b_px]) @ m
+        m[:, 2] += 0.5 * (np.array([small.shape[1], small.shape[0]]) / b_px - 1.0)
+        base, interp = small, cv2.INTER_LINEAR
+    return cv2.warpAffine(base, m, (out_px, out_px), flags=interp | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+class Localizer:
+    """North-up query crops / camera images -> Localization, over one Database.
+
+    ``pipeline``: the bundle's DescriptorPipeline (its model_id must be the database's).
+    ``top_k``: candidates reported; ``verify_k``: how many distinct candidates are verified
+    geometrically (0: no re-ranking, no fine fix); ``weak_similarity``/``fallback_k``: the
+    wider verification when the best descriptor match is weak.  ``yaw_offsets_deg`` x
+    ``scales``: the query variants searched.  ``method``: 'correlation' (orientation-field
+    correlation, the default) or 'keypoints' (SIFT + RANSAC similarity).  ``fine_res_m``:
+    metres per pixel of fine matching (never finer than the map); ``window_factor``: the map
+    window around a candidate is this many footprints wide.
+    """
+
+    BASE_FACTOR = 1.55  # base crop / footprint: holds the variants rotated 45 deg and / 0.93
+
+    def __init__(self, database, pipeline, top_k=5, verify_k=8, yaw_offsets_deg=(-6.0, 0.0, 6.0),
+                 scales=(0.93, 1.0, 1.07), weak_similarity=0.35, fallback_k=20,
+                 method='correlation', matcher=None, fine_res_m=1.0, window_factor=2.0,
+                 refine_n=2, global_fallback=True, global_coarse=2, global_max_px=4e6):
+        if pipeline.model_id != database.model_id:
+            from skyloc_localization.database import DatabaseError
+            raise DatabaseError(f'{database.path}: built with model_id {database.model_id} but '
+                                f'the bundle has model_id {pipeline.model_id}')
+        if method not in ('correlation', 'keypoints'):
+            raise ValueError(f"method must be 'correlation' or 'keypoints', got '{method}'")
+        self.db = database
+        self.pipeline = pipeline
+        self.top_k = int(top_k)
+        self.verify_k = int(verify_k)
+        self.yaw_offsets_deg = tuple(float(v) for v in yaw_offsets_deg) or (0.0,)
+        self.scales = tuple(float(v) for v in scales) or (1.0,)
+        self.weak_similarity = float(weak_similarity)
+        self.fallback_k = int(fallback_k)
+        self.method = method
+        self.matcher = matcher or (CorrelationMatcher() if method == 'correlation'
+                                   else KeypointMatcher())
+        self.fine_res_m = float(fine_res_m)
+        self.window_factor = float(window_factor)
+        self.refine_n = int(refine_n)
+        self.global_fallback = bool(global_fallback) and method == 'correlation'
+        self.global_coarse = int(global_coarse)
+        self.global_max_px = float(global_max_px)
+        self._window_cache = {}
+        self._field = {}
+
+    def variants(self):
+        """[(yaw offset deg, scale)], the order of the descriptors and fine crops."""
+        return [(dyaw, s) for s in self.scales for dyaw in self.yaw_offsets_deg]
+
+    def fine_res(self):
+        _, grid, _ = self.db.map_image()
+        return max(grid.resolution, self.fine_res_m)
+
+    # --------------------------------------------------------------------- query side
+    def base_crop(self, image, intrinsics, altitude_m, yaw_rad, band):
+        """(north-up base crop, its footprint m): BASE_FACTOR footprints at descriptor scale."""
+        from skyloc_perception.normalize import normalize_query
+        footprint = self.db.bands[band]['footprint_m'] * self.BASE_FACTOR
+        px = int(round(self.pipeline.input_size * self.BASE_FACTOR))
+        crop, _ = normalize_query(image, intrinsics, altitude_m, yaw_rad, footprint, px)
+        return crop, footprint
+
+    def describe(self, base, base_footprint_m, band):
+        """[V, D] descriptors of the variants of a base crop."""
+        footprint = self.db.bands[band]['footprint_m']
+        return np.stack([self.pipeline.describe(
+            variant_crop(base, base_footprint_m, dyaw, s, footprint, self.pipeline.input_size))
+            for dyaw, s in self.variants()]).astype(np.float32)
+
+    def search(self, descriptors, band, k):
+        """Top-``k`` Candidates of one band for [V, D] (or [D]) descriptors."""
+        rows, scores, variant = top_k(self.db.descriptors, descriptors, k,
+                                      rows=self.db.band_rows(band))
+        c = self.db.centres
+        return [Candidate(int(r), float(c[r, 0]), float(c[r, 1]), band, float(s), int(v))
+                for r, s, v in zip(rows, scores, variant)]
+
+    # --------------------------------------------------------------------- map side
+    def _window(self, x, y, side_px, res):
+        """(matcher features or field of the map window centred at (x, y), side px), cached."""
+        from skyloc_perception.normalize import map_tile
+        key = (round(x, 2), round(y, 2), side_px, round(res, 6))
+        hit = self._window_cache.get(key)
+        if hit is None:
+            image, grid, _ = self.db.map_image()
+            tile = map_tile(image, grid, x, y, side_px * res, side_px)
+            hit = self.matcher.field(tile) if self.method == 'correlation' \
+                else self.matcher.features(tile)
+            if len(self._window_cache) > 256:
+                self._window_cache.clear()
+            self._window_cache[key] = hit
+        return hit
+
+    def _distinct(self, candidates, count, footprint):
+        out = []
+        for cand in candidates:
+            if len(out) >= count:
+                break
+            if all(math.hypot(d.x - cand.x, d.y - cand.y) >= footprint / 4 for d in out):
+                out.append(cand)
+        return out
+
+    def verify(self, candidates, base, base_footprint_m, band, count):
+        """Verify up to ``count`` distinct candidates, best first; sets their ``inliers``
+        (keypoints) or ``score`` (correlation) and ``fine``.  Returns the verified ones."""
+        from skyloc_perception.normalize import ground_of_crop_pixel
+        footprint = self.db.bands[band]['footprint_m']
+        res = self._map_field()[1] if self.method == 'correlation' else self.fine_res()
+        q_px = max(16, int(round(footprint / res)))
+        q_footprint = q_px * res   # the fine crop is at exactly the map field's m/px
+        side = int(round(self.window_factor * q_px))
+        chosen = self._distinct(candidates, count, footprint)
+        variants = self.variants()
+
+        def to_map(cand):
+            def convert(col, row):
+                dx, dy = ground_of_crop_pixel(col, row, side * res, side)
+                return cand.x + float(dx), cand.y + float(dy)
+            return convert
+
+        if self.method == 'keypoints':
+            crop = variant_crop(base, base_footprint_m, 0.0, 1.0, footprint, q_px)
+            query = self.matcher.features(crop)
+            for cand in chosen:
+                match = self.matcher.match(query, self._window(cand.x, cand.y, side, res))
+                cand.fine = solve(self.matcher, match, ((q_px - 1) / 2.0,) * 2, to_map(cand),
+                                  res)
+                cand.inliers = match.score
+                cand.score = float(match.score)
+            return chosen
+        fields = {}
+
+        def field(v):
+            if v not in fields:
+                dyaw, s = variants[v]
+                fields[v] = self.matcher.field(
+                    variant_crop(base, base_footprint_m, dyaw, s, q_footprint, q_px))
+            return fields[v]
+
+        # stage 1: each window with its candidate's best retrieval variant
+        for cand in chosen:
+            window, cand.to_map = self._field_window(cand.x, cand.y, side)
+            peak = self.matcher.correlate(window, field(cand.variant), res)
+            cand.score, cand.peak = peak.score, (peak, cand.variant)
+        # stage 2: the best windows with every variant
+        for cand in sorted(chosen, key=lambda c: -c.score)[:self.refine_n]:
+            window, _ = self._field_window(cand.x, cand.y, side)
+            for v in range(len(variants)):
+                if v != cand.peak[1]:
+                    peak = self.matcher.correlate(window, field(v), res)
+                    if peak.score > cand.peak[0].score:
+                        cand.peak = (peak, v)
+            cand.score = cand.peak[0].score
+        for cand in chosen:
+            peak, v = cand.peak
+            cand.fine = self.matcher.fix(peak, cand.to_map, res, *variants[v])
+        return chosen
+
+    def _map_field(self, coarse=1):
+        """(orientation field of the whole map at ``coarse`` x the fine resolution, its m/px),
+        cached: a correlation window is then a slice (the map is resampled and filtered
+        once)."""
+        if coarse not in self._field:
+            import cv2
+            image, grid, _ = self.db.map_image()
+            f = grid.resolution / (self.fine_res() * coarse)
+            if f < 1.0:
+                size = (max(1, int(round(grid.width * f))), max(1, int(round(grid.height * f))))
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            res = grid.width * grid.resolution / image.shape[1]
+            self._field[coarse] = (self.matcher.field(image), res)
+        return self._field[coarse]
+
+    def global_candidates(self, base, base_footprint_m, band, count=3):
+        """The wider search of the degraded mode: the query's orientation field correlated
+        over the whole map at ``global_coarse`` x the fine resolution (yaw variants at the
+        measured scale), independent of the descriptors; the ``count`` best distinct peaks
+        as Candidates (similarity NaN)."""
+        import cv2
+        field, res = self._map_field(self.global_coarse)
+        _, grid, _ = self.db.map_image()
+        footprint = self.db.bands[band]['footprint_m']
+        q_px = max(8, int(round(footprint / res)))
+        if q_px >= min(field.shape[:2]):
+            return []
+        top = grid.origin_y + grid.height * grid.resolution
+        variants = self.variants()
+        peaks = []
+        for v, (dyaw, s) in enumerate(variants):
+            if s != 1.0 and len(self.scales) > 1:
+                continue
+            q = self.matcher.field(variant_crop(base, base_footprint_m, dyaw, s, q_px * res,
+                                                q_px))
+            surface = cv2.matchTemplate(field, q, cv2.TM_CCORR_NORMED)
+            for _ in range(count):
+                _, score, _, (c, r) = cv2.minMaxLoc(surface)
+                peaks.append((score, c, r, v))
+                cv2.circle(surface, (c, r), max(1, int(footprint / 4 / res)), -1.0, -1)
+        out = []
+        for score, c, r, v in sorted(peaks, reverse=True):
+            x = grid.origin_x + (c + (q_px - 1) / 2.0 + 0.5) * res
+            y = top - (r + (q_px - 1) / 2.0 + 0.5) * res
+            if all(math.hypot(o.x - x, o.y - y) >= footprint / 4 for o in out):
+                out.append(Candidate(-1, x, y, band, math.nan, v))
+            if len(out) >= count:
+                break
+        return out
+
+    def _field_window(self, x, y, side):
+        """(side x side slice of the map field centred near (x, y), zero outside the map;
+        window pixel -> map (x, y) function)."""
+        field, res = self._map_field()
+        _, grid, _ = self.db.map_image()
+        top = grid.origin_y + grid.height * grid.resolution
+        c0 = int(round((x - grid.origin_x) / res - 0.5 - (side - 1) / 2.0))
+        r0 = int(round((top - y) / res - 0.5 - (side - 1) / 2.0))
+        out = np.zeros((side, side, field.shape[2]), np.float32)
+        h, w = field.shape[:2]
+        a0, a1 = max(r0, 0), min(r0 + side, h)
+        b0, b1 = max(c0, 0), min(c0 + side, w)
+        if a0 < a1 and b0 < b1:
+            out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = field[a0:a1, b0:b1]
+
+        def to_map(col, row):
+            return (grid.origin_x + (c0 + col + 0.5) * res, top - (r0 + row + 0.5) * res)
+        return out, to_map
+
+    # --------------------------------------------------------------------- the localiser
+    def localize_crop(self, base, base_footprint_m, band):
+        """A north-up crop centred on the nadir point (``base_footprint_m`` wide, at least
+        the band's footprint; BASE_FACTOR footprints lets every variant fill its crop)."""
+        timings = {}
+        t0 = time.perf_counter()
+        descriptors = self.describe(base, base_footprint_m, band)
+        t1 = time.perf_counter()
+        k = max(self.top_k, self.verify_k, self.fallback_k)
+        candidates = self.search(descriptors, band, k)
+        t2 = time.perf_counter()
+        timings['describe'], timings['retrieval'] = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        footprint = self.db.bands[band]['footprint_m']
+        if not candidates:
+            return Localization('none', math.nan, math.nan, np.full((2, 2), np.nan), 0.0, 0,
+                                band, footprint, timings_ms=timings)
+        verified = []
+        if self.verify_k > 0:
+            weak = candidates[0].similarity < self.weak_similarity
+            verified = self.verify(candidates, base, base_footprint_m, band,
+                                   self.fallback_k if weak else self.verify_k)
+            timings['verification'] = (time.perf_counter() - t2) * 1e3
+        fixes = [c for c in verified if c.fine is not None and c.fine.ok]
+        if not fixes and self.global_fallback and self.verify_k > 0:
+            _, grid, _ = self.db.map_image()
+            coarse_px = grid.width * grid.height * (grid.resolution / (
+                self.fine_res() * self.global_coarse)) ** 2
+            if coarse_px <= self.global_max_px:
+                t3 = time.perf_counter()
+                extra = self.verify(self.global_candidates(base, base_footprint_m, band),
+                                    base, base_footprint_m, band, 3)
+                timings['global_fallback'] = (time.perf_counter() - t3) * 1e3
+                verified += extra
+                fixes = [c for c in extra if c.fine is not None and c.fine.ok]
+        ranked = sorted(verified, key=lambda c: -c.score) + \
+            [c for c in candidates if c not in verified]
+        variants = self.variants()
+        if fixes:
+            best = max(fixes, key=lambda c: c.score)
+            f = best.fine
+            return Localization('fine', f.x, f.y, f.covariance, best.similarity, best.score,
+                                band, footprint, ranked[:self.top_k], f,
+                                yaw_offset_deg=f.rotation_deg if self.method == 'correlation'
+                                else 0.0, scale=f.scale, timings_ms=timings)
+        best = ranked[0]
+        # no fine fix: the tile centre, with a covariance of half a footprint
+        sigma = footprint / 2.0
+        dyaw, s = variants[best.variant] if best.variant < len(variants) else (0.0, 1.0)
+        return Localization('tile', best.x, best.y, np.eye(2) * sigma ** 2, best.similarity,
+                            max(best.score, 0.0), band, footprint, ranked[:self.top_k],
+                            best.fine, yaw_offset_deg=dyaw, scale=s, timings_ms=timings)
+
+    def localize(self, image, intrinsics, altitude_m, yaw_rad):
+        """A nadir camera image (RGB) with its measured altitude above ground (m) and REP 103
+        yaw (rad) -> Localization (``timings_ms`` per step)."""
+        t0 = time.perf_counter()
+        band = self.db.band_for_altitude(altitude_m)
+        base, base_footprint = self.base_crop(image, intrinsics, altitude_m, yaw_rad, band)
+        t1 = time.perf_counter()
+        result = self.localize_crop(base, base_footprint, band)
+        result.timings_ms['normalize'] = (t1 - t0) * 1e3
+        result.timings_ms['total'] = (time.perf_counter() - t0) * 1e3
+        return result

@@ -1,0 +1,109 @@
+"""Retrieval, re-ranking and the fine fix on a map where the answer is known."""
+
+import math
+
+import numpy as np
+import pytest
+
+from localization_testdata import camera_image, tiny_bundle, tiny_database, tiny_world
+from skyloc_localization.database import DatabaseError
+from skyloc_localization.fine import CorrelationMatcher, orientation_field
+from skyloc_localization.retrieval import Localizer, top_k, variant_crop
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    from skyloc_perception.bundle import DescriptorPipeline
+    root = str(tmp_path_factory.mktemp('locret'))
+    world = tiny_world(root)
+    bundle = tiny_bundle(root, world)
+    return world, bundle, tiny_database(root, world, bundle), DescriptorPipeline(bundle)
+
+
+def test_top_k_matches_brute_force_on_float16_memmap(tmp_path):
+    rng = np.random.default_rng(0)
+    db = rng.normal(size=(500, 16)).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)
+    np.save(tmp_path / 'd.npy', db.astype(np.float16))
+    mm = np.load(tmp_path / 'd.npy', mmap_mode='r')
+    q = db[[42, 7]] + 0.01
+    rows, scores, variant = top_k(mm, q, 3, rows=(0, 500), chunk=64)
+    brute = (mm.astype(np.float32) @ q.T).max(axis=1)
+    assert list(rows) == list(np.argsort(-brute)[:3])
+    assert set(rows[:2]) == {42, 7} and np.allclose(scores, np.sort(brute)[::-1][:3])
+    assert variant[list(rows).index(7)] == 1
+    rows, _, _ = top_k(mm, q[0], 2, rows=(100, 200))
+    assert all(100 <= r < 200 for r in rows)
+    with pytest.raises(ValueError, match='dimension'):
+        top_k(mm, np.ones(8), 3)
+
+
+def test_variant_crop_equals_normalize_query(tiny):
+    from skyloc_perception.normalize import normalize_query
+    image, intr = camera_image(tiny[0], 10.0, -20.0, 100.0, 0.4)
+    base, _ = normalize_query(image, intr, 100.0, 0.4, 155.0, 347)
+    for dyaw, s in ((6.0, 1.0), (-6.0, 1.07), (0.0, 0.93)):
+        want, _ = normalize_query(image, intr, 100.0 * s, 0.4 + math.radians(dyaw), 100.0, 224)
+        got = variant_crop(base, 155.0, dyaw, s, 100.0, 224)
+        assert np.abs(want.astype(int) - got.astype(int)).mean() < 3.0
+
+
+@pytest.mark.parametrize('x, y, yaw_deg, yaw_err, alt_err', [
+    (20.0, -30.0, 35.0, 3.0, 1.05), (-40.0, 25.0, -120.0, -4.0, 0.94)])
+def test_localize_known_place(tiny, x, y, yaw_deg, yaw_err, alt_err):
+    world, _, db, pipe = tiny
+    image, intr = camera_image(world, x, y, 100.0, math.radians(yaw_deg))
+    loc = Localizer(db, pipe)
+    r = loc.localize(image, intr, 100.0 * alt_err, math.radians(yaw_deg + yaw_err))
+    assert r.fix == 'fine', r.fine.reason if r.fine else ''
+    assert math.hypot(r.x - x, r.y - y) < 3.0
+    assert r.sigma_m < 10.0 and np.all(np.linalg.eigvalsh(r.covariance) > 0)
+    top = r.candidates[0]
+    assert math.hypot(top.x - x, top.y - y) <= db.bands[0]['stride_m'] * 1.5
+    assert r.candidates == sorted(r.candidates, key=lambda c: -c.score)
+
+
+def test_keypoint_method_on_the_map_condition(tiny):
+    world, _, db, pipe = tiny
+    image, intr = camera_image(world, 15.0, 10.0, 100.0, 1.0, condition='map')
+    r = Localizer(db, pipe, method='keypoints').localize(image, intr, 100.0,
+                                                         1.0 + math.radians(2.0))
+    assert r.fix == 'fine' and math.hypot(r.x - 15.0, r.y - 10.0) < 3.0
+    assert r.fine.inliers >= 12
+
+
+def test_no_fix_on_an_unrelated_image(tiny):
+    world, _, db, pipe = tiny
+    rng = np.random.default_rng(3)
+    noise = (rng.random((480, 640, 3)) * 255).astype(np.uint8)
+    from skyloc_perception.normalize import CameraIntrinsics
+    r = Localizer(db, pipe).localize(noise, CameraIntrinsics.from_hfov(640, 480, 90.0), 100.0,
+                                     0.0)
+    assert r.fix == 'tile' and r.fine is not None and r.fine.reason
+    assert r.sigma_m >= 50.0 - 1e-6
+
+
+def test_correlation_peak_and_covariance():
+    rng = np.random.default_rng(1)
+    import cv2
+    window = cv2.GaussianBlur((rng.random((200, 200)) * 255).astype(np.uint8), (0, 0), 2)
+    window = np.dstack([window] * 3)
+    query = window[60:140, 30:110]          # centre at col 69.5, row 99.5
+    m = CorrelationMatcher()
+    peak = m.correlate(m.field(window), m.field(query), 1.0)
+    assert peak.col == pytest.approx(69.5, abs=0.3) and peak.row == pytest.approx(99.5, abs=0.3)
+    fix = m.fix(peak, lambda c, r: (c, -r), 1.0)
+    assert fix.ok and fix.x == pytest.approx(69.5, abs=0.3)
+    assert fix.covariance.shape == (2, 2) and fix.sigma_m < 3.0
+    flat = np.full((80, 80, 3), 128, np.uint8)
+    assert not np.any(orientation_field(flat))
+    assert not m.fix(m.correlate(m.field(window), m.field(flat), 1.0), None, 1.0).ok
+
+
+def test_localizer_refuses_other_model(tiny):
+    _, _, db, pipe = tiny
+
+    class Other:
+        model_id = 'e' * 64
+    with pytest.raises(DatabaseError, match='e' * 64):
+        Localizer(db, Other())
