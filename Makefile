@@ -5,13 +5,16 @@ SHELL := /bin/bash
 ENV := set +u; source .venv/bin/activate && source install/setup.bash && \
        export FASTDDS_BUILTIN_TRANSPORTS=$${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA} &&
 
-.PHONY: demo test sim bench build bootstrap flake8 check-launch webots-world clean
+.PHONY: demo room test sim bench build bootstrap flake8 check-launch webots-world clean
 
 build bootstrap:
 	@./scripts/bootstrap.sh
 
 demo: build
 	@$(ENV) python -m skyloc_sim.demo $(DEMO_ARGS)
+
+room: build
+	@$(ENV) python -m skyloc_coverage.room_demo $(ROOM_ARGS)
 
 test:
 	@./scripts/bootstrap.sh --training

@@ -48,6 +48,8 @@ PARAMETERS = [
     ('directions', [0.0, 90.0], 'Sweep directions tried (0 = lanes along x, 90 = along y); the '
      'shorter plan is kept'),
     ('replan', True, 'Replan the remainder when new obstacles touch the remaining path'),
+    ('min_replan_interval_s', 2.0, 'Fewest seconds between two replans (changes in between '
+     'are checked after it)'),
     ('coverage_goal_percent', 99.0, 'Progress at which the survey counts as complete'),
     ('grid_rate', 1.0, 'How often /coverage/grid and /coverage/progress are published, Hz'),
 ]
@@ -87,6 +89,8 @@ class CoverageNode(Node):
         self.progress_index = 0
         self.tracker = None
         self.replans = []
+        self.pending_change = ''
+        self.last_replan = -float('inf')
         self.goal_reached = False
         self.last_error = ''
         self.create_subscription(OccupancyGrid, '/map', self._on_map, LATCHED)
@@ -98,6 +102,7 @@ class CoverageNode(Node):
         self.progress_pub = self.create_publisher(Float32, '/coverage/progress', 10)
         self.create_timer(1.0 / max(0.1, float(p['grid_rate'])), self._publish_progress)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(0.5, self._retry_pending)
         self.get_logger().info(f'swath {width:.2f} m, radius {p["radius"]:g} m; area: '
                                + (f'{len(self.area)}-point polygon' if self.area is not None
                                   else 'the whole map')
@@ -149,12 +154,17 @@ class CoverageNode(Node):
             self.plan = None
         if self.plan is None and self.pose is not None:
             self._plan('first plan')
-        elif self.plan is not None:
-            self._check_remaining('map update')
+        elif self.plan is not None and self.pending_change:
+            self._check_remaining(self.pending_change)
 
     def _on_change(self, msg):
         if msg.newly_occupied and self.plan is not None:
-            self._check_remaining(f'{msg.newly_occupied} new obstacle cells')
+            self.pending_change = f'{msg.newly_occupied} new obstacle cells'
+            self._check_remaining(self.pending_change)
+
+    def _retry_pending(self):
+        if self.pending_change and self.plan is not None:
+            self._check_remaining(self.pending_change)
 
     def _area_mask(self, grid):
         mask = np.ones(grid.data.shape, bool) if self.area is None else \
@@ -219,8 +229,14 @@ class CoverageNode(Node):
         return self.progress_index
 
     def _check_remaining(self, why):
-        if not self.cfg['replan'] or self.goal_reached:
+        """Replan when newly occupied cells block the rest of the path (at most once every
+        min_replan_interval_s; a change that arrives sooner is checked after it)."""
+        if not self.cfg['replan'] or self.goal_reached or self.grid is None:
             return
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if now - self.last_replan < float(self.cfg['min_replan_interval_s']):
+            return
+        self.pending_change = ''
         i = self._advance_progress()
         grid = self.grid
         blocked = self.planner_blocked(grid)
@@ -231,6 +247,7 @@ class CoverageNode(Node):
         if not hit:
             return
         t0 = time.perf_counter()
+        self.last_replan = now
         if self._plan(f'replan ({why} on the remaining path)', replan=True):
             ms = 1000 * (time.perf_counter() - t0)
             self.replans.append({'time': self.get_clock().now().nanoseconds * 1e-9,

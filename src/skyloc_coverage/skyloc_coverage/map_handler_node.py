@@ -42,6 +42,8 @@ PARAMETERS = [
     ('radius', 0.2, 'Vehicle radius: obstacles are inflated by it on /map/inflated, m'),
     ('decay_s', 120.0, 'Time constant of the dynamic layer: an obstacle no longer seen fades '
      'to unknown, s (0: never)'),
+    ('static_match_m', 0.3, 'LIDAR returns this close to a static-map obstacle are that '
+     'obstacle (seen from a drifted pose), not a new one, m'),
     ('max_pose_age_s', 0.25, 'A scan is used only with poses this close around its stamp '
      '(interpolated between them), s'),
     ('max_scan_rate', 5.0, 'Most scans integrated per second of scan time, Hz (the rest are '
@@ -106,7 +108,8 @@ class MapHandlerNode(Node):
             self.get_logger().error(self.static_error)
             self._empty_grid()
             return True
-        self.mapper = OccupancyMapper.from_static(static, decay_s=float(p['decay_s']))
+        self.mapper = OccupancyMapper.from_static(static, decay_s=float(p['decay_s']),
+                                                  static_match_m=float(p['static_match_m']))
         self.dirty = True
         self.get_logger().info(f"static map {p['static_map']}: {static.width}x"
                                f'{static.height} cells at {static.resolution:g} m')

@@ -5,7 +5,8 @@ before it are free, its cell is hit); +inf (or >= range_max) means nothing withi
 (cells up to range_max are free); -inf (too close) and NaN (invalid) say nothing and are
 skipped. The dynamic layer's log-odds decay towards 0 (unknown) with time constant
 ``decay_s``, so an obstacle that is no longer re-observed fades; the static layer (a map file)
-never decays.
+never decays. With a static layer, returns within ``static_match_m`` of a static obstacle are
+taken as that obstacle seen from a drifted pose and do not enter the dynamic layer.
 """
 
 import math
@@ -19,7 +20,8 @@ class OccupancyMapper:
     """Occupancy grid from scans and poses (grid geometry as GridMap: row 0 = bottom)."""
 
     def __init__(self, shape, resolution, origin, static=None, hit=0.85, miss=-0.4,
-                 clamp=(-2.0, 3.5), occupied_logodds=1.2, free_logodds=-0.6, decay_s=120.0):
+                 clamp=(-2.0, 3.5), occupied_logodds=1.2, free_logodds=-0.6, decay_s=120.0,
+                 static_match_m=0.0):
         self.shape = tuple(int(v) for v in shape)
         self.resolution = float(resolution)
         self.origin = (float(origin[0]), float(origin[1]))
@@ -31,6 +33,13 @@ class OccupancyMapper:
         self.clamp = clamp
         self.occupied_logodds, self.free_logodds = occupied_logodds, free_logodds
         self.decay_s = float(decay_s)
+        # returns this close to a static obstacle are that obstacle, seen from a pose that has
+        # drifted (wheel odometry): they do not become dynamic obstacles
+        self._explained = None
+        if self.static is not None and static_match_m > 0:
+            from skyloc_coverage.grid import inflate
+            self._explained = inflate(self.static >= 50, self.resolution,
+                                      static_match_m).reshape(-1)
         self._stamp = None
         self._occupied = self._occupied_mask()
 
@@ -86,6 +95,8 @@ class OccupancyMapper:
         ok = (hc >= 0) & (hc < w) & (hr >= 0) & (hr < h)
         hit_idx = np.unique(hr[ok] * w + hc[ok])
         free_idx = np.setdiff1d(free_idx, hit_idx, assume_unique=True)
+        if self._explained is not None:
+            hit_idx = hit_idx[~self._explained[hit_idx]]
         flat = self.logodds.reshape(-1)
         flat[free_idx] += self.miss
         flat[hit_idx] += self.hit

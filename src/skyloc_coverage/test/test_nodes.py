@@ -193,3 +193,66 @@ def test_ground_robot_covers_a_room_on_its_own_odometry(tmp_path):
         assert code == 0, out[-2000:]
     coverage_log = outs[2][1]
     assert 'coverage goal reached' in coverage_log
+
+
+def test_survey_area_in_latlon_with_a_no_fly_zone(tmp_path):
+    """area_latlon + map_yaml datum -> map frame; the plan stays in the area, out of no_fly."""
+    from skyloc_sim.geo import map_to_latlon, write_map_yaml
+    datum = (47.3769, 8.5417)
+    (tmp_path / 'img.png').write_bytes(b'')            # the map YAML's image must exist
+    map_yaml = write_map_yaml(str(tmp_path / 'geo.yaml'), 'img.png', 0.5, (0, 0, 0), datum)
+    corners = [(5.0, 5.0), (25.0, 5.0), (25.0, 15.0), (5.0, 15.0)]
+    latlon = [v for x, y in corners for v in map_to_latlon(x, y, datum)]
+    domain = DOMAIN
+    proc = start_node('skyloc_coverage', 'coverage', 'coverage', {
+        'swath_width': 2.0, 'radius': 0.0, 'pose_topic': '/odom', 'map_yaml': map_yaml,
+        'area_latlon': latlon, 'no_fly': ['12,8,18,8,18,12,12,12']}, domain, tmp_path)
+    lis = Listener(domain)
+    try:
+        map_pub = lis.node.create_publisher(OccupancyGrid, '/map', LATCHED)
+        pose_pub = lis.node.create_publisher(Odometry, '/odom', qos_profile_sensor_data)
+        assert lis.wait_until(lambda: pose_pub.get_subscription_count() > 0, 20)
+        data = np.zeros((60, 80), np.int8)
+        map_pub.publish(grid_to_msg(data, 0.5, (0.0, 0.0), odom(0, 0, 0, 1.0).header.stamp))
+        pose_pub.publish(odom(6.0, 6.0, 0, 1.0))
+        assert lis.wait_until(lambda: lis.got['path'], 10)
+        path = np.array([(p.pose.position.x, p.pose.position.y)
+                         for p in lis.got['path'][-1].poses])
+        assert path[:, 0].min() >= 4.5 and path[:, 0].max() <= 25.5
+        assert path[:, 1].min() >= 4.5 and path[:, 1].max() <= 15.5
+        # no waypoint and no lane inside the no-fly box (shrunk by a cell for the raster)
+        inside = [(12.5 < x < 17.5 and 8.5 < y < 11.5) for x, y in path]
+        assert not any(inside)
+        for a, b in zip(path[:-1], path[1:]):
+            t = np.linspace(0, 1, 50)[:, None]
+            pts = a + t * (b - a)
+            assert not ((pts[:, 0] > 12.5) & (pts[:, 0] < 17.5)
+                        & (pts[:, 1] > 8.5) & (pts[:, 1] < 11.5)).any()
+        assert proc.poll() is None
+    finally:
+        lis.close()
+        code, out = stop_process(proc)
+    assert code == 0, out
+    assert '4-point polygon, 1 no-fly polygon(s)' in out
+
+
+def test_map_handler_survives_a_broken_static_map(tmp_path):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('image: nothere.pgm\norigin: [0, 0, 0]\n')
+    domain = DOMAIN
+    proc = start_node('skyloc_coverage', 'map_handler', 'map_handler', {
+        'static_map': str(bad), 'resolution': 0.5, 'size_m': [10.0, 10.0],
+        'origin': [0.0, 0.0]}, domain, tmp_path)
+    lis = Listener(domain)
+    try:
+        assert lis.wait_until(lambda: lis.got['map'], 20)
+        assert lis.wait_until(lambda: lis.diag('map_handler', DiagnosticStatus.ERROR), 10)
+        errors = lis.diag('map_handler', DiagnosticStatus.ERROR)
+        assert "'resolution' is missing" in errors[0].message
+        grid = grid_from_msg(lis.got['map'][-1])
+        assert grid.data.shape == (20, 20) and (grid.data == -1).all()
+        assert proc.poll() is None
+    finally:
+        lis.close()
+        code, out = stop_process(proc)
+    assert code == 0, out

@@ -143,7 +143,7 @@ def _write_line(text):
 class ClockWatch:
     """Follows /clock from a thread of the runner: sim-time limit and a progress bar."""
 
-    def __init__(self, limit_s, show_progress):
+    def __init__(self, limit_s, show_progress, stop_when=None):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile
@@ -155,6 +155,12 @@ class ClockWatch:
             rclpy.init(args=['--ros-args'])
         self.node = rclpy.create_node('skyloc_runner_clock')
         self.node.create_subscription(Clock, '/clock', self._on_clock, QoSProfile(depth=10))
+        self.stop_when = parse_stop_when(stop_when) if stop_when else None
+        self.stopped = False
+        if self.stop_when:
+            from std_msgs.msg import Float32
+            self.node.create_subscription(Float32, self.stop_when[0], self._on_value,
+                                          QoSProfile(depth=10))
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -170,9 +176,36 @@ class ClockWatch:
         if bar is not None:
             bar.update(min(round(self.sim_time), bar.total) - bar.n)
 
+    def _on_value(self, msg):
+        if msg.data >= self.stop_when[1] and not self.stopped:
+            self.stopped = True
+            _log(f'{self.stop_when[0]} reached {msg.data:.2f} (>= {self.stop_when[1]:g}) at '
+                 f'{self.sim_time:.0f} s simulated: stopping')
+
     @property
     def done(self):
-        return self.sim_time >= self.limit
+        return self.sim_time >= self.limit or self.stopped
+
+
+def _clock_watch(args):
+    """The sim-time / stop-condition watcher the run needs, or None."""
+    stop_when = getattr(args, 'stop_when', None)
+    if not args.sim_duration and not stop_when:
+        return None
+    return ClockWatch(args.sim_duration or float('inf'),
+                      bool(args.progress and args.sim_duration), stop_when)
+
+
+def parse_stop_when(text):
+    """'TOPIC>=VALUE' (a std_msgs/Float32 topic) -> (topic, value)."""
+    topic, sep, value = text.partition('>=')
+    try:
+        if not sep or not topic.startswith('/'):
+            raise ValueError
+        return topic.strip(), float(value)
+    except ValueError:
+        raise GraphError(f"--stop-when '{text}': expected /TOPIC>=VALUE "
+                         '(a std_msgs/Float32 topic)') from None
 
     def close(self):
         if PROGRESS['bar'] is not None:
@@ -213,7 +246,7 @@ def run_multi_process(graph, nodes, values, args):
                               args.log_dir))
     _log(f"started {len(children)} node processes: {', '.join(c.name for c in children)}"
          + (f' (logs in {args.log_dir})' if args.log_dir else ''))
-    clock = ClockWatch(args.sim_duration, args.progress) if args.sim_duration else None
+    clock = _clock_watch(args)
     died = []
     start = time.monotonic()
     try:
@@ -256,7 +289,7 @@ def run_single_process(graph, nodes, values, args):
             executor.add_node(node)
         _log(f"{len(instances)} nodes in one process: {', '.join(n.name for n in nodes)}")
         recorder = _start_recorder(args, values, executor=executor) if args.record else None
-        clock = ClockWatch(args.sim_duration, args.progress) if args.sim_duration else None
+        clock = _clock_watch(args)
         deadline = start + args.duration if args.duration else None
         while rclpy.ok() and (deadline is None or time.monotonic() < deadline) and \
                 not (clock and clock.done):
@@ -362,6 +395,9 @@ def main(argv=None):
                      help='all nodes in one process and executor')
     run.add_argument('--sim-duration', type=float, default=None,
                      help='stop when the simulator clock (/clock) reaches this many seconds')
+    run.add_argument('--stop-when', metavar='TOPIC>=VALUE', default=None,
+                     help='stop when a std_msgs/Float32 topic reaches a value (e.g. '
+                     "'/coverage/progress>=99')")
     run.add_argument('--log-dir', default=None,
                      help="write each node's output to DIR/<node>.log; print only problems")
     run.add_argument('--progress', action='store_true',
