@@ -40,12 +40,18 @@ def bench_rootsift_vlad_latency(runs=40):
 
 
 def vit_bundle(onnx_int8, out_dir, map_tiles):
-    """An INT8 ViT bundle (vocabulary + PCA fitted on map tiles) for the memory figures."""
+    """An INT8 ViT bundle (vocabulary + PCA fitted on map tiles, written with write_bundle's
+    defaults) for the memory figures; rebuilt if the cached one holds another model."""
+    import shutil
     from skyloc_perception.bundle import load_bundle, write_bundle
     from skyloc_perception.vit_onnx import OnnxVitBackbone
     from skyloc_perception.vlad import fit_vocabulary, Pca, Vlad
     if os.path.isfile(os.path.join(out_dir, 'bundle.json')):
-        return load_bundle(out_dir)
+        bundle = load_bundle(out_dir)
+        if os.path.basename(onnx_int8) in bundle.meta['files'] and \
+                bundle.pca.components.dtype == np.float16:
+            return bundle
+        shutil.rmtree(out_dir)
     backbone = OnnxVitBackbone(onnx_int8, 224, threads=1)
     feats = [backbone.features(t) for t in map_tiles]
     vlad = Vlad(fit_vocabulary(np.concatenate(feats), k=32))
@@ -55,17 +61,48 @@ def vit_bundle(onnx_int8, out_dir, map_tiles):
                         facet='value')
 
 
-def core_rss(bundle_dir, tiles=10000):
-    """Peak RSS (MB) of bench/core_rss.py: the inference core without ROS."""
-    out = subprocess.run([sys.executable, os.path.join(HERE, 'core_rss.py'), bundle_dir,
-                          '--tiles', str(tiles)], capture_output=True, text=True, timeout=300)
+def core_rss(bundle_dir, tiles=10000, dtype='float16'):
+    """Peak RSS (MB) of bench/core_rss.py: the inference core without ROS, searching a random
+    ``tiles``-row database of ``dtype`` (skyloc_localization's default is float16) written
+    here beforehand, so that the measured process only maps it."""
+    import tempfile
+    sys.path.insert(0, HERE)
+    import core_rss as script
+    from skyloc_perception.bundle import load_bundle
+    bundle = load_bundle(bundle_dir)
+    dim = bundle.descriptor_dim
+    with tempfile.TemporaryDirectory() as tmp:
+        db = script.write_database(os.path.join(tmp, 'descriptors.npy'), tiles, dim, dtype)
+        out = subprocess.run([sys.executable, os.path.join(HERE, 'core_rss.py'), bundle_dir,
+                              '--database', db], capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _status_mb(pid):
+    with open(f'/proc/{pid}/status') as stream:
+        return {line.split(':')[0]: round(int(line.split()[1]) / 1024, 1) for line in stream
+                if line.startswith(('VmHWM:', 'VmRSS:', 'RssAnon:', 'RssFile:', 'RssShmem:'))}
+
+
+def _top_mappings_mb(pid, count=12):
+    """Resident MB per mapped file (anonymous memory as '[anon]'), largest first."""
+    sizes, name = {}, None
+    with open(f'/proc/{pid}/smaps') as stream:
+        for line in stream:
+            parts = line.split()
+            if parts and '-' in parts[0] and not parts[0].endswith(':'):
+                name = os.path.basename(parts[5]) if len(parts) > 5 else '[anon]'
+            elif parts and parts[0] == 'Rss:':
+                sizes[name] = sizes.get(name, 0) + int(parts[1])
+    top = sorted(sizes.items(), key=lambda kv: -kv[1])[:count]
+    return {k: round(v / 1024, 1) for k, v in top}
+
+
 def embedder_node_rss(bundle_dir, seconds=8.0, domain=160):
-    """Peak RSS (MB) of the embedder node process embedding 640x480 frames at 2 Hz."""
+    """Peak RSS (MB) of the embedder node process embedding 640x480 frames at 2 Hz; also its
+    RSS once started (before any frame) and its largest mappings at the end (attribution)."""
     import math
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import FluidPressure, Image, Imu
@@ -88,6 +125,7 @@ def embedder_node_rss(bundle_dir, seconds=8.0, domain=160):
         while img_pub.get_subscription_count() == 0 and time.monotonic() < end:
             spin(0.1)
         spin(1.0)
+        started = _status_mb(proc.pid)
         t = 0.0
         for i in range(int(seconds * 10)):
             imu = Imu()
@@ -105,12 +143,11 @@ def embedder_node_rss(bundle_dir, seconds=8.0, domain=160):
                 img_pub.publish(msg)
             spin(0.1)
         spin(1.0)
-        with open(f'/proc/{proc.pid}/status') as stream:
-            status = {line.split(':')[0]: line.split()[1] for line in stream
-                      if line.startswith(('VmHWM:', 'VmRSS:'))}
-        result = {'peak_rss_mb': round(int(status['VmHWM']) / 1024, 1),
-                  'rss_mb': round(int(status['VmRSS']) / 1024, 1),
-                  'descriptors_received': len(got), 'goal_mb': 160.0}
+        status = _status_mb(proc.pid)
+        result = {'peak_rss_mb': status['VmHWM'], 'rss_mb': status['VmRSS'],
+                  'descriptors_received': len(got), 'goal_mb': 160.0,
+                  'started_rss_mb': started['VmRSS'], 'end': status,
+                  'top_mappings_mb': _top_mappings_mb(proc.pid)}
         result['pass'] = result['peak_rss_mb'] <= 160.0 and not math.isnan(result['rss_mb'])
         return result
     finally:

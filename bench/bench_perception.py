@@ -88,14 +88,18 @@ def _synthetic_images(n, size, rng):
 
 def vit_models(arch=DEFAULT_ARCH, layer=DEFAULT_LAYER, facet=DEFAULT_FACET, size=INPUT_SIZE,
                seed=0, layerscale=None, outliers=False, smooth_alpha=None, static_qdq=False):
-    """Export (once, cached) a random truncated ViT: FP32, dynamic INT8 and optionally static
-    QDQ INT8 ONNX files. Returns {'fp32': path, 'int8_dynamic': path[, 'int8_static_qdq']}
-    plus 'outliers' / 'smooth_quant' (what those steps reported, if used)."""
+    """Export (once, cached) a random truncated ViT: FP32, dynamic INT8 as exported
+    ('int8_dynamic', ``vit_torch.quantize_int8``), dynamic INT8 of the fused graph
+    ('int8_fused', ``vit_onnx.quantize_int8_cpu``: QAttention, the deployed model) and
+    optionally static QDQ INT8 ONNX files. Returns {'fp32': path, 'int8_dynamic': path,
+    'int8_fused': path[, 'int8_static_qdq']} plus 'outliers' / 'smooth_quant' (what those
+    steps reported, if used)."""
     vt = _vit()
     tag = _key(arch=arch, layer=layer, facet=facet, size=size, seed=seed, layerscale=layerscale,
                outliers=outliers, smooth_alpha=smooth_alpha, v=1)
     base = os.path.join(CACHE, f'{arch}_L{layer}_{facet}_{size}_{tag}')
-    paths = {'fp32': base + '_fp32.onnx', 'int8_dynamic': base + '_int8_dynamic.onnx'}
+    paths = {'fp32': base + '_fp32.onnx', 'int8_dynamic': base + '_int8_dynamic.onnx',
+             'int8_fused': base + '_int8_fused.onnx'}
     if static_qdq:
         paths['int8_static_qdq'] = base + '_int8_static_qdq.onnx'
     meta_path = base + '.json'
@@ -115,6 +119,9 @@ def vit_models(arch=DEFAULT_ARCH, layer=DEFAULT_LAYER, facet=DEFAULT_FACET, size
             json.dump(meta, f)
     if not os.path.isfile(paths['int8_dynamic']):
         vt.quantize_int8(paths['fp32'], paths['int8_dynamic'], per_channel=True)
+    if not os.path.isfile(paths['int8_fused']):
+        from skyloc_perception.vit_onnx import quantize_int8_cpu
+        quantize_int8_cpu(paths['fp32'], paths['int8_fused'], per_channel=True)
     if static_qdq and not os.path.isfile(paths['int8_static_qdq']):
         calib, _ = bench_images(32, size, seed=1, condition='map')
         vt.quantize_static_qdq(paths['fp32'], paths['int8_static_qdq'], calib)
@@ -127,19 +134,27 @@ def _interleaved_ms(fns, runs, rounds=2):
     """Time several callables side by side: ``rounds`` rounds, alternately in forward and reverse
     order, each callable 1 warm-up + runs / rounds consecutive timed runs per round (steady
     state, warm caches, as in the node's loop; load drift on a shared machine spread over all).
-    Returns {name: {median_ms, min_ms}}."""
+    Returns {name: {median_ms, min_ms, cpu_median_ms}}: wall time, and the calling thread's
+    CPU time (all the work runs in it with one thread; wall - CPU = time the thread waited
+    for a core)."""
     times = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
     per = max(1, int(round(runs / rounds)))
     names = list(fns)
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
             fns[name]()
             for _ in range(per):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 fns[name]()
+                cpu[name].append((time.thread_time() - c0) * 1e3)
                 times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: {'median_ms': round(float(np.median(t)), 1), 'min_ms': round(min(t), 1)}
+    return {name: {'median_ms': round(float(np.median(t)), 1), 'min_ms': round(min(t), 1),
+                   'cpu_median_ms': round(float(np.median(cpu[name])), 1)}
             for name, t in times.items()}
+
+
+DEPLOYED = 'onnx_int8_fused_vits14_L9_value'
 
 
 def bench_vit_speed(threads=1, runs=10):
@@ -147,12 +162,15 @@ def bench_vit_speed(threads=1, runs=10):
 
     Rows: PyTorch FP32 ViT-B/14 (``vit_base_patch14_dinov2``) full forward (all 12 blocks + final
     norm, as the seed's hook-based extractor runs it); PyTorch FP32 ViT-S/14 full forward and
-    truncated at L9/value; ONNX Runtime FP32, INT8 dynamic (per channel) and INT8 static QDQ of
-    ViT-S/14 truncated at L9/value. Network only (input already preprocessed), all models
-    timed in one process in alternating rounds (``_interleaved_ms``); ``features_ms``:
-    ``OnnxVitBackbone.features`` of the INT8 model on a 640x480 camera frame (resize,
-    normalise, network, L2). Returns the table, model file sizes (MB) and the speed-up
-    FP32 ViT-B / INT8 ViT-S (goal >= 10x).
+    truncated at L9/value; ONNX Runtime FP32, INT8 dynamic per channel as exported
+    (``vit_torch.quantize_int8``), INT8 dynamic of the fused graph (``quantize_int8_cpu``:
+    QAttention, LayerScale folded; the deployed model) and INT8 static QDQ of ViT-S/14
+    truncated at L9/value. Network only (input already preprocessed), all models timed in one
+    process in alternating rounds (``_interleaved_ms``: wall and thread CPU time);
+    ``features_ms``: ``OnnxVitBackbone.features`` of the deployed model on a 640x480 camera
+    frame (resize, normalise, network, L2). Returns the table, model file sizes (MB) and the
+    speed-up FP32 ViT-B / deployed INT8 ViT-S on the wall-time medians (goal >= 10x; also on
+    CPU time, and for the unfused INT8 model).
     """
     import torch
     vt = _vit()
@@ -169,30 +187,167 @@ def bench_vit_speed(threads=1, runs=10):
         trunc = vt.TruncatedVit(vits, DEFAULT_LAYER, DEFAULT_FACET)
         onnx_rows = (('fp32', 'onnx_fp32_vits14_L9_value'),
                      ('int8_dynamic', 'onnx_int8_dynamic_vits14_L9_value'),
+                     ('int8_fused', DEPLOYED),
                      ('int8_static_qdq', 'onnx_int8_static_qdq_vits14_L9_value'))
         sess = {label: OnnxVitBackbone(paths[key], INPUT_SIZE, name=label, threads=int(threads))
                 for key, label in onnx_rows}
         sizes = {label: _mb(paths[key]) for key, label in onnx_rows}
         frame = np.ascontiguousarray(np.tile(imgs[0], (3, 3, 1))[:480, :640])
-        int8 = sess['onnx_int8_dynamic_vits14_L9_value']
+        int8 = sess[DEPLOYED]
         fns = {'torch_fp32_vitb14_full': lambda: vitb.forward_features(xt),
                'torch_fp32_vits14_full': lambda: vits.forward_features(xt),
                'torch_fp32_vits14_L9_value': lambda: trunc(xt)}
         fns.update({label: (lambda bb=bb: bb._run(x)) for label, bb in sess.items()})
-        fns['onnx_int8_dynamic_vits14_L9_value_features'] = lambda: int8.features(frame)
+        fns[DEPLOYED + '_features'] = lambda: int8.features(frame)
         with torch.no_grad():
             rows = _interleaved_ms(fns, runs)
     finally:
         torch.set_num_threads(prev)
-    rows['onnx_int8_dynamic_vits14_L9_value']['features_ms'] = rows.pop(
-        'onnx_int8_dynamic_vits14_L9_value_features')['median_ms']
-    ratio = rows['torch_fp32_vitb14_full']['median_ms'] / \
-        rows['onnx_int8_dynamic_vits14_L9_value']['median_ms']
+    rows[DEPLOYED]['features_ms'] = rows.pop(DEPLOYED + '_features')['median_ms']
+    base = rows['torch_fp32_vitb14_full']
+
+    def ratio(name, key='median_ms'):
+        return round(base[key] / rows[name][key], 2)
+
+    speedup = ratio(DEPLOYED)
     return {'threads': int(threads), 'runs': int(runs), 'input_px': INPUT_SIZE,
             'weights': 'random (speed does not depend on them)', 'image': source,
-            'models': rows, 'file_mb': sizes,
-            'speedup_torch_vitb14_fp32_over_onnx_int8_vits14': round(ratio, 1),
-            'goal_speedup': GOAL_SPEEDUP, 'pass': bool(ratio >= GOAL_SPEEDUP)}
+            'models': rows, 'file_mb': sizes, 'deployed': DEPLOYED,
+            'speedup_torch_vitb14_fp32_over_onnx_int8_vits14': speedup,
+            'speedup_cpu_time': ratio(DEPLOYED, 'cpu_median_ms'),
+            'speedup_unfused_int8': ratio('onnx_int8_dynamic_vits14_L9_value'),
+            'goal_speedup': GOAL_SPEEDUP, 'pass': bool(speedup >= GOAL_SPEEDUP)}
+
+
+def _macs_vit(depth, dim, tokens, mlp_ratio=4, full=True):
+    """Multiply-accumulates of a ViT's Linear layers and attention (per image): (linear,
+    attention). ``full``: ``depth`` whole blocks; else ``depth`` blocks + the value facet
+    Linear (the truncated export)."""
+    linear = depth * tokens * dim * (3 * dim + dim + 2 * mlp_ratio * dim)
+    if not full:
+        linear += tokens * dim * dim
+    attention = depth * 2 * tokens * tokens * dim
+    return linear, attention
+
+
+def _gemm_rates(runs=30):
+    """Single-thread throughput (GMAC/s, median) of the INT8 kernel the deployed model runs
+    (ORT DynamicQuantizeMatMul, u8 x s8 per channel) and of FP32 GEMM (ORT MatMul, and
+    PyTorch's matmul), on the ViT-S MLP shape [257 x 384] @ [384 x 1536]."""
+    import onnxruntime as ort
+    import torch
+    from onnx import helper, numpy_helper, TensorProto
+    m, k, n = 257, 384, 1536
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+    x = rng.standard_normal((1, m, k)).astype(np.float32)
+    scale = (np.abs(w).max(axis=0) / 127.0).astype(np.float32)
+    wq = np.round(w / scale).astype(np.int8)
+    graphs = {
+        'int8_dynamic_quantize_matmul': helper.make_graph(
+            [helper.make_node('DynamicQuantizeMatMul', ['x', 'w', 's', 'z'], ['y'],
+                              domain='com.microsoft')], 'g',
+            [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, m, k])],
+            [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, m, n])],
+            [numpy_helper.from_array(wq, 'w'), numpy_helper.from_array(scale, 's'),
+             numpy_helper.from_array(np.zeros(n, np.int8), 'z')]),
+        'fp32_ort_matmul': helper.make_graph(
+            [helper.make_node('MatMul', ['x', 'w'], ['y'])], 'g',
+            [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, m, k])],
+            [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, m, n])],
+            [numpy_helper.from_array(w, 'w')])}
+    fns = {}
+    for name, graph in graphs.items():
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17),
+                                                        helper.make_opsetid('com.microsoft', 1)])
+        model.ir_version = 10
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+        sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                    providers=['CPUExecutionProvider'])
+        fns[name] = lambda sess=sess: sess.run(None, {'x': x})
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    xt, wt = torch.from_numpy(x[0]), torch.from_numpy(w)
+    fns['fp32_torch_matmul'] = lambda: torch.matmul(xt, wt)
+    try:
+        t = _interleaved_ms(fns, runs)
+    finally:
+        torch.set_num_threads(prev)
+    return {name: round(m * k * n / (r['cpu_median_ms'] * 1e6), 1) for name, r in t.items()}
+
+
+def profile_int8(path=None, runs=20, vitb_ms=None):
+    """Where the deployed INT8 model's time goes: ONNX Runtime's own profile (one thread,
+    ``enable_profiling``), per operator type: ms per image and share; plus the MAC counts of
+    ViT-B/14 (full) and of the truncated ViT-S/14, and measured single-thread GEMM rates, the
+    evidence for what speed-up the CPU allows. ``vitb_ms``: the measured FP32 ViT-B/14 time
+    (PyTorch, CPU ms) for ``speedup_bound``: ViT-B / (the INT8 model's matrix products at the
+    measured GEMM rates + its other operators as profiled)."""
+    import onnxruntime as ort
+    if path is None:
+        path = vit_models()['int8_fused']
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    opts.enable_profiling = True
+    opts.profile_file_prefix = os.path.join(CACHE, 'ort_profile')
+    sess = ort.InferenceSession(path, opts, providers=['CPUExecutionProvider'])
+    x = {sess.get_inputs()[0].name: np.zeros((1, 3, INPUT_SIZE, INPUT_SIZE), np.float32)}
+    for _ in range(3):
+        sess.run(None, x)
+    cpu = []
+    for _ in range(runs):
+        c0 = time.thread_time()
+        sess.run(None, x)
+        cpu.append((time.thread_time() - c0) * 1e3)
+    prof = sess.end_profiling()
+    with open(prof) as stream:
+        events = json.load(stream)
+    os.remove(prof)
+    per_op, calls = {}, {}
+    for e in events:
+        if e.get('cat') == 'Node' and e.get('name', '').endswith('_kernel_time'):
+            op = e['args']['op_name']
+            per_op[op] = per_op.get(op, 0) + e['dur']
+            calls[op] = calls.get(op, 0) + 1
+    total_runs = runs + 3
+    total = sum(per_op.values())
+    cpu_ms = float(np.median(cpu))
+    # the profile's kernel times are wall clock (inflated when the machine is shared): the
+    # shares are the evidence, 'ms' = share x the thread's CPU time per image
+    ops = {op: {'ms': round(us / total * cpu_ms, 2), 'share': round(us / total, 3),
+                'wall_ms': round(us / total_runs / 1e3, 2), 'nodes': calls[op] // total_runs}
+           for op, us in sorted(per_op.items(), key=lambda kv: -kv[1])}
+    tokens = (INPUT_SIZE // 14) ** 2 + 1
+    b_lin, b_att = _macs_vit(12, 768, tokens)
+    s_lin, s_att = _macs_vit(DEFAULT_LAYER, 384, tokens, full=False)
+    rates = _gemm_rates()
+    # the INT8 model's matrix products at the measured one-thread GEMM rates (INT8 Linear
+    # layers; FP32 attention products, as in QAttention), and everything else as profiled
+    ideal_s = s_lin / (rates['int8_dynamic_quantize_matmul'] * 1e6) + \
+        s_att / (rates['fp32_ort_matmul'] * 1e6)
+    gemm_ops = ('DynamicQuantizeMatMul', 'QAttention', 'MatMulInteger', 'MatMul',
+                'FusedMatMul', 'Attention')
+    other = sum(o['ms'] for op, o in ops.items() if op not in gemm_ops)
+    bound = {}
+    if vitb_ms:
+        bound = {'speedup_bound': round(vitb_ms / (ideal_s + other), 2),
+                 'speedup_bound_if_other_ops_free': round(vitb_ms / ideal_s, 2),
+                 'vitb14_fp32_torch_cpu_ms': vitb_ms}
+    return {'model': os.path.basename(path), 'cpu_median_ms': round(cpu_ms, 1),
+            'ops': ops,
+            'gmac': {'vitb14_full': round((b_lin + b_att) / 1e9, 2),
+                     'vits14_L9_value_linear': round(s_lin / 1e9, 2),
+                     'vits14_L9_value_attention': round(s_att / 1e9, 2)},
+            'gemm_gmac_per_s_one_thread': rates,
+            'int8_gemm_only_ms': round(ideal_s, 1), 'int8_other_ops_ms': round(other, 1),
+            **bound,
+            'note': ('AVX2 without VNNI: INT8 GEMM (vpmaddubsw + vpmaddwd) runs at ~2x FP32, '
+                     'and ViT-B/14 does ~5x the work of ViT-S/14 truncated at L9; '
+                     'speedup_bound = ViT-B time / (INT8 matrix products at the measured '
+                     'rates + the other operators as profiled)')}
 
 
 def _cosines(a, b):
@@ -202,7 +357,8 @@ def _cosines(a, b):
 
 def bench_quantization_error(outliers=True, n_images=16, layerscale=0.1, smooth_alpha=0.5):
     """Per-patch cosine INT8 vs FP32 of ViT-S/14 L9/value at 224 (mean, p1, min over all patches
-    of ``n_images`` crops), for dynamic per-channel and static QDQ INT8.
+    of ``n_images`` crops), for dynamic per-channel INT8 as exported and of the fused graph
+    (the deployed model), and static QDQ INT8.
 
     Variants (all random weights, seed 0):
         random_timm_init: timm's init (LayerScale gammas 1e-5: the blocks barely change the
@@ -234,7 +390,7 @@ def bench_quantization_error(outliers=True, n_images=16, layerscale=0.1, smooth_
         for k in ('outliers', 'smooth_quant'):
             if k in paths:
                 res[k] = paths[k]
-        for q in ('int8_dynamic', 'int8_static_qdq'):
+        for q in ('int8_dynamic', 'int8_fused', 'int8_static_qdq'):
             bb = OnnxVitBackbone(paths[q], INPUT_SIZE)
             cos = np.concatenate([_cosines(f, bb.features(img)) for f, img in zip(feats, images)])
             res[q] = {'mean': round(float(cos.mean()), 5),
@@ -260,26 +416,31 @@ import numpy as np
 from skyloc_perception.vit_onnx import OnnxVitBackbone
 imported = status()
 bb = OnnxVitBackbone(sys.argv[2], int(sys.argv[3]), threads=1)
-rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+side = int(sys.argv[3])
+rgb = ((np.arange(side * side * 3, dtype=np.uint32) * 2654435761) >> 24).astype(
+    np.uint8).reshape(side, side, 3)
 f = bb.features(rgb)
 done = status()
 print(json.dumps({'imports_rss_mb': round(imported['VmRSS'], 1),
                   'peak_rss_mb': round(done['VmHWM'], 1),
-                  'rss_after_mb': round(done['VmRSS'], 1), 'features': list(f.shape)}))
+                  'rss_after_mb': round(done['VmRSS'], 1), 'features': list(f.shape),
+                  'cv2_imported': 'cv2' in sys.modules}))
 '''
 
 
 def bench_onnx_rss():
-    """Peak RSS (MB, the child's VmHWM) of a fresh process that imports numpy, OpenCV and ONNX
-    Runtime, loads the INT8 dynamic ViT-S/14 L9/value model and embeds one 640x480 frame (one
-    thread). No ROS, no torch: the inference core of the Pi node. Also the RSS after the imports
-    alone. (VmHWM of the child rather than ``RUSAGE_CHILDREN.ru_maxrss``, which is the largest
-    of all children this process ever waited for.)"""
+    """Peak RSS (MB, the child's VmHWM) of a fresh process that imports numpy and ONNX Runtime,
+    loads the deployed INT8 ViT-S/14 L9/value model and embeds one 224 x 224 crop (one
+    thread; the node's crops come normalised to that size). No ROS, no torch, no OpenCV.
+    Also the RSS after the imports alone. (VmHWM of the child rather than
+    ``RUSAGE_CHILDREN.ru_maxrss``, which is the largest of all children this process ever
+    waited for.)"""
     paths = vit_models()
     proc = subprocess.run([sys.executable, '-c', _RSS_CHILD, PERCEPTION_SRC,
-                           paths['int8_dynamic'], str(INPUT_SIZE)],
+                           paths['int8_fused'], str(INPUT_SIZE)],
                           capture_output=True, text=True, timeout=300, check=True)
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res['model_mb'] = _mb(paths['int8_dynamic'])
-    res['model'] = f'{DEFAULT_ARCH}/L{DEFAULT_LAYER}/{DEFAULT_FACET} INT8 dynamic, {INPUT_SIZE}'
+    res['model_mb'] = _mb(paths['int8_fused'])
+    res['model'] = (f'{DEFAULT_ARCH}/L{DEFAULT_LAYER}/{DEFAULT_FACET} INT8 dynamic, fused '
+                    f'attention, {INPUT_SIZE}')
     return res
