@@ -44,8 +44,16 @@ def segment_cells(p0, p1):
 
 def segment_free(free, p0, p1):
     """True when every cell the segment touches is inside the grid and free."""
-    cols, rows = segment_cells(p0, p1)
     h, w = free.shape
+    (x0, y0), (x1, y1) = p0, p1
+    # fast path: along a row or a column, strictly inside cells (lanes and their joins)
+    if y0 == y1 and y0 % 1.0 not in (0.0,) and x0 % 1.0 != 0.0 and x1 % 1.0 != 0.0:
+        r, a, b = int(math.floor(y0)), int(math.floor(min(x0, x1))), int(math.floor(max(x0, x1)))
+        return 0 <= r < h and a >= 0 and b < w and bool(free[r, a:b + 1].all())
+    if x0 == x1 and x0 % 1.0 != 0.0 and y0 % 1.0 != 0.0 and y1 % 1.0 != 0.0:
+        c, a, b = int(math.floor(x0)), int(math.floor(min(y0, y1))), int(math.floor(max(y0, y1)))
+        return 0 <= c < w and a >= 0 and b < h and bool(free[a:b + 1, c].all())
+    cols, rows = segment_cells(p0, p1)
     if (cols < 0).any() or (rows < 0).any() or (cols >= w).any() or (rows >= h).any():
         return False
     return bool(free[rows, cols].all())

@@ -105,13 +105,13 @@ def decompose(mask):
     return label, cells, adjacency
 
 
-def swept_mask(shape, polylines, half_width_cells, upsample=3):
+def swept_mask(shape, polylines, half_width_cells, upsample=1):
     """Cells whose centre is within half_width_cells of any polyline (cell coordinates).
 
-    The polylines are drawn on a canvas `upsample` times finer (3: a cell centre is a fine
+    The polylines are drawn on a canvas `upsample` times finer (1 or 3: a cell centre is a
     pixel centre, so lanes along rows or columns through cell centres are measured exactly;
-    slanted segments within a quarter cell), then a distance transform is sampled at the cell
-    centres.
+    slanted segments within half a cell, or a quarter with 3), then a distance transform is
+    sampled at the cell centres.
     """
     k = int(upsample)
     h, w = shape
@@ -235,7 +235,7 @@ class CoveragePlanner:
         origin = np.asarray(grid.origin, float)
         path = origin + np.asarray(pts, float) * res
         n_turns, rotation = gridpath.turns(pts)
-        swept = swept_mask(free.shape, [pts], self.swath_width / 2.0 / res)
+        swept = swept_mask(free.shape, [pts], self.swath_width / 2.0 / res, upsample=3)
         todo_n = int(todo.sum())
         metrics = {
             'planning_time_s': round(time.perf_counter() - t0, 4),
