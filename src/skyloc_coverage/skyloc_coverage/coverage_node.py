@@ -48,6 +48,8 @@ PARAMETERS = [
     ('directions', [0.0, 90.0], 'Sweep directions tried (0 = lanes along x, 90 = along y); the '
      'shorter plan is kept'),
     ('replan', True, 'Replan the remainder when new obstacles touch the remaining path'),
+    ('min_new_cells', 2, 'A /map/changes message with fewer newly occupied cells (LIDAR noise) '
+     'does not trigger a replan check'),
     ('min_replan_interval_s', 2.0, 'Fewest seconds between two replans (changes in between '
      'are checked after it)'),
     ('coverage_goal_percent', 99.0, 'Progress at which the survey counts as complete'),
@@ -158,7 +160,7 @@ class CoverageNode(Node):
             self._check_remaining(self.pending_change)
 
     def _on_change(self, msg):
-        if msg.newly_occupied and self.plan is not None:
+        if msg.newly_occupied >= int(self.cfg['min_new_cells']) and self.plan is not None:
             self.pending_change = f'{msg.newly_occupied} new obstacle cells'
             self._check_remaining(self.pending_change)
 

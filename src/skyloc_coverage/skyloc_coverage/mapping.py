@@ -20,7 +20,7 @@ class OccupancyMapper:
     """Occupancy grid from scans and poses (grid geometry as GridMap: row 0 = bottom)."""
 
     def __init__(self, shape, resolution, origin, static=None, hit=0.85, miss=-0.4,
-                 clamp=(-2.0, 3.5), occupied_logodds=1.2, free_logodds=-0.6, decay_s=120.0,
+                 clamp=(-2.0, 3.5), occupied_logodds=2.0, free_logodds=-0.6, decay_s=120.0,
                  static_match_m=0.0):
         self.shape = tuple(int(v) for v in shape)
         self.resolution = float(resolution)

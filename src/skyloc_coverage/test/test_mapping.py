@@ -49,7 +49,7 @@ def test_dynamic_layer_decays_static_layer_stays():
     angles, ranges = wall_scan(1.0)
     for k in range(4):
         new_occ, _, _ = m.integrate(0, 0, 0, angles, ranges, 0.1, 2.5, stamp_s=k * 0.1)
-        if k == 1:
+        if k == 2:                                    # three hits make an obstacle
             assert len(new_occ) > 0                   # reported when it becomes occupied
     wall = (slice(28, 32), int((1.0 + 3.0) / 0.1))
     assert (m.occupancy()[wall] == 100).any()
