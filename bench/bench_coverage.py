@@ -167,7 +167,7 @@ def run_replan(m, planner, path, GridMap):
     try:
         t0 = time.perf_counter()
         plan2 = planner.replan(grid2, current=(float(current[0]), float(current[1])),
-                               covered=covered)
+                               covered=covered, previous=path[len(prefix) - 1:])
         wall = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001
         out['error'] = f'{type(exc).__name__}: {exc}'

@@ -185,9 +185,10 @@ class CoverageNode(Node):
         grid, pose = self.grid, self.pose
         covered = self.tracker.covered if self.tracker is not None else None
         try:
-            if replan:
+            if replan:   # the rest of the current plan: repaired when the change is local
+                previous = self.plan.path[self.progress_index + 1:] if self.plan else None
                 plan = self.planner.replan(grid, (pose[0], pose[1]), covered=covered,
-                                           area=self.area_mask)
+                                           area=self.area_mask, previous=previous)
             else:
                 plan = self.planner.plan(grid, (pose[0], pose[1]), area=self.area_mask,
                                          covered=covered)
@@ -209,7 +210,8 @@ class CoverageNode(Node):
         self.progress_index = 0
         m = plan.metrics
         self.get_logger().info(
-            f"{why}: {m['path_length_m']:.1f} m, {m['waypoints']} waypoints, {m['turns']} "
+            f"{why}: {'repaired, ' if m.get('repaired') else ''}"
+            f"{m['path_length_m']:.1f} m, {m['waypoints']} waypoints, {m['turns']} "
             f"turns, {m['cells']} cells, lanes at {m['direction_deg']:g} deg, area "
             f"{m['todo_area_m2']:.1f} m^2, planned in {1000 * m['planning_time_s']:.0f} ms")
         self._publish_path()

@@ -172,11 +172,14 @@ class CoveragePlanner:
 
     # -- public API ----------------------------------------------------------------------
 
-    def plan(self, grid, start, area=None, covered=None):
+    def plan(self, grid, start, area=None, covered=None, previous=None):
         """Plan a coverage path over `grid` from `start` (x, y, map frame).
 
         area: bool mask (row 0 = bottom) of where the survey is, default the whole grid;
-        covered: bool mask of cells already swept (they are not planned again).
+        covered: bool mask of cells already swept (they are not planned again);
+        previous: the rest of the plan being replaced (N x 2, map frame): when the map change
+        is local, that path is repaired (legs around the new obstacle, detours for what it
+        hides) instead of planned anew; a full plan when the repair would miss too much.
         Raises PlanningError when nothing can be planned.
         """
         t0 = time.perf_counter()
@@ -210,7 +213,15 @@ class CoveragePlanner:
                                f'{todo.shape}')
             todo &= ~covered
         best = None
-        if todo.any():
+        if previous is not None and len(previous) and todo.any():
+            prev = (np.asarray(previous, float).reshape(-1, 2) - np.asarray(grid.origin)) / res
+            prev = np.floor(prev + 1e-6) + 0.5      # back onto the cell centres it was made of
+            repaired = self._repair(free, todo, (start_cell[0] + 0.5, start_cell[1] + 0.5),
+                                    [tuple(p) for p in prev], res)
+            if repaired is not None:
+                best = (0.0, self.last_direction if self.last_direction is not None
+                        else self.directions[0], repaired[0], [], repaired[1])
+        if best is None and todo.any():
             for direction in self.directions:
                 transpose = direction == 90.0
                 f, t = (free.T, todo.T) if transpose else (free, todo)
@@ -224,7 +235,7 @@ class CoveragePlanner:
                 cost = gridpath.polyline_length(pts) * res + self.turn_cost_m * n_turns
                 if best is None or cost < best[0]:
                     best = (cost, direction, pts, lanes, info)
-        else:
+        elif best is None:
             best = (0.0, self.directions[0], [(start_cell[0] + 0.5, start_cell[1] + 0.5)],
                     [], {'cells': 0, 'detours': 0, 'missed_cells': 0, 'lanes': 'none'})
         _, direction, pts, lanes, info = best
@@ -235,7 +246,7 @@ class CoveragePlanner:
         origin = np.asarray(grid.origin, float)
         path = origin + np.asarray(pts, float) * res
         n_turns, rotation = gridpath.turns(pts)
-        swept = swept_mask(free.shape, [pts], self.swath_width / 2.0 / res, upsample=3)
+        swept = swept_mask(free.shape, [pts], self.swath_width / 2.0 / res)
         todo_n = int(todo.sum())
         metrics = {
             'planning_time_s': round(time.perf_counter() - t0, 4),
@@ -247,6 +258,7 @@ class CoveragePlanner:
             'cells': info['cells'],
             'detours': info['detours'],
             'lane_layout': info.get('lanes', 'none'),
+            'repaired': info.get('lanes') == 'repaired',
             'todo_area_m2': round(todo_n * res * res, 2),
             'coverage_percent': round(100.0 * (swept & todo).sum() / todo_n, 3)
             if todo_n else 100.0,
@@ -259,24 +271,63 @@ class CoveragePlanner:
         return CoveragePlan(path, metrics, blocked=~free, todo=todo, lanes=lanes_m,
                             warnings=warnings)
 
-    def replan(self, grid, current, covered=None, area=None, direction=None):
+    def replan(self, grid, current, covered=None, area=None, direction=None, previous=None):
         """Plan only the uncovered remainder from the current pose (after a map change).
 
         direction: the sweep direction, by default that of this planner's last plan (one
-        routing instead of one per direction: replanning is on the clock).
+        routing instead of one per direction: replanning is on the clock); previous: the rest
+        of the path being replaced, repaired when the change is local (see plan()).
         """
         if direction is None:
             direction = self.last_direction
         if direction is None:
-            return self.plan(grid, current, area=area, covered=covered)
+            return self.plan(grid, current, area=area, covered=covered, previous=previous)
         saved = self.directions
         self.directions = (float(direction) % 180.0,)
         try:
-            return self.plan(grid, current, area=area, covered=covered)
+            return self.plan(grid, current, area=area, covered=covered, previous=previous)
         finally:
             self.directions = saved
 
     # -- internals -----------------------------------------------------------------------
+
+    def _repair(self, free, todo, start, previous, res, max_missed=0.005):
+        """The previous path from `start`, its waypoints that are no longer free dropped and
+        its legs routed around what blocks them (a lane keeps its row or column); detours for
+        what the new obstacle's bypasses leave. None when that still misses more than
+        `max_missed` of what is left to sweep or grows the path by more than 5% and a few
+        swaths (the change is not local, or cheaper to plan anew)."""
+        keep = [p for p in previous
+                if 0 <= int(p[1]) < free.shape[0] and 0 <= int(p[0]) < free.shape[1]
+                and free[int(p[1]), int(p[0])]]
+        pts = [start]
+        for q in keep:
+            a = pts[-1]
+            if gridpath.segment_free(free, a, q):
+                pts.append(q)
+                continue
+            try:
+                if a[1] == q[1]:
+                    leg = self._lane_path(free, a, q)
+                elif a[0] == q[0]:
+                    leg = [(x, y) for y, x in
+                           self._lane_path(free.T, (a[1], a[0]), (q[1], q[0]))]
+                else:
+                    leg = gridpath.connect(free, a, q)
+            except PlanningError:
+                return None
+            if leg is None:
+                return None
+            pts.extend(leg[1:])
+        half = self.swath_width / 2.0 / res
+        spacing = self._lane_spacing(res)
+        pts, detours = self._detours(free, todo, pts, half, spacing)
+        missed = int((todo & ~swept_mask(todo.shape, [pts], half)).sum())
+        before = gridpath.polyline_length([start] + list(previous))
+        if missed > max_missed * todo.sum() or \
+                gridpath.polyline_length(pts) > 1.05 * before + 4 * spacing:
+            return None
+        return pts, {'cells': 0, 'detours': detours, 'missed_cells': missed, 'lanes': 'repaired'}
 
     @staticmethod
     def _start_cell(free, col, row):

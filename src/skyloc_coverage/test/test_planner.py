@@ -238,3 +238,35 @@ def test_cli_bad_yaml_is_a_clear_error(tmp_path):
     bad.write_text('image: junk.pgm\nresolution: 0.1\n')
     proc = run_cli(str(bad), '--width', '1', '--out', str(tmp_path / 'x.csv'))
     assert proc.returncode == 2 and 'cannot read' in proc.stderr
+
+
+def test_replan_repairs_the_previous_path_around_a_local_obstacle():
+    occ = np.zeros((120, 160), bool)
+    occ[:2], occ[-2:], occ[:, :2], occ[:, -2:] = True, True, True, True
+    grid = grid_of(occ)
+    planner = CoveragePlanner(0.8, 0.25)
+    plan = planner.plan(grid, free_start(occ, grid, 0.25))
+    k = len(plan.path) // 3
+    flown, rest = plan.path[:k + 1], plan.path[k + 1:]
+    res = grid.resolution
+    pts = samples(flown, res / 4)
+    col, row = grid.cell_of(pts[:, 0], pts[:, 1])
+    track = np.zeros(occ.shape, bool)
+    track[row, col] = True
+    covered = ndimage.distance_transform_edt(~track) * res <= 0.4
+    # a post appears in the middle of a lane still to fly
+    seg = np.hypot(*np.diff(rest, axis=0).T)
+    j = len(seg) // 2 + int(np.argmax(seg[len(seg) // 2:]))
+    c, r = grid.cell_of(*((rest[j] + rest[j + 1]) / 2))
+    occ2 = occ.copy()
+    occ2[r - 2:r + 3, c - 2:c + 3] = True
+    new = planner.replan(grid_of(occ2), tuple(flown[-1]), covered=covered, previous=rest)
+    assert new.metrics['repaired']
+    hits, _ = evaluate(grid, occ2, 0.25, 0.8, new.path)
+    assert hits == 0
+    _, coverage = evaluate(grid, occ2, 0.25, 0.8, np.vstack([flown, new.path]))
+    assert coverage >= 99.5
+    # a repair follows the old plan: no longer than it plus the way round the post
+    length = np.hypot(*np.diff(new.path, axis=0).T).sum()
+    before = np.hypot(*np.diff(np.vstack([flown[-1:], rest]), axis=0).T).sum()
+    assert length <= before + 6.0
