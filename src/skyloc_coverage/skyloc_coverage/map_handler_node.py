@@ -44,7 +44,7 @@ PARAMETERS = [
      'to unknown, s (0: never)'),
     ('static_match_m', 0.3, 'LIDAR returns this close to a static-map obstacle are that '
      'obstacle (seen from a drifted pose), not a new one, m'),
-    ('max_pose_age_s', 0.25, 'A scan is used only with poses this close around its stamp '
+    ('max_pose_age_s', 0.06, 'A scan is used only with poses this close around its stamp '
      '(interpolated between them), s'),
     ('max_scan_rate', 5.0, 'Most scans integrated per second of scan time, Hz (the rest are '
      'dropped; ray tracing costs CPU)'),
