@@ -26,7 +26,7 @@ from skyloc_coverage import gridpath
 from skyloc_coverage.grid import MapError, polygon_mask
 from skyloc_coverage.planner import CoveragePlanner, PlanningError
 from skyloc_coverage.ros_common import (Diagnostics, grid_from_msg, grid_to_msg, LATCHED,
-                                        pose_from_odometry)
+                                        checked_pose)
 from skyloc_coverage.tracking import CoverageTracker
 
 PARAMETERS = [
@@ -130,9 +130,8 @@ class CoverageNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_pose(self, msg):
-        pose = pose_from_odometry(msg)
+        pose = checked_pose(self, self.diag, msg)
         if pose is None:
-            self.diag.problem_seen('pose with NaN/inf ignored')
             return
         self.pose = pose
         if self.tracker is not None:

@@ -19,7 +19,7 @@ from rclpy.qos import qos_profile_sensor_data
 from skyloc_sim.node_main import declare_parameters, run_node
 
 from skyloc_coverage.follower import FollowerConfig, PurePursuit
-from skyloc_coverage.ros_common import Diagnostics, LATCHED, pose_from_odometry
+from skyloc_coverage.ros_common import Diagnostics, LATCHED, checked_pose
 
 PARAMETERS = [
     ('backend', 'builtin', "'builtin' (pure pursuit -> /cmd_vel) or 'nav2' "
@@ -90,9 +90,8 @@ class FollowerNode(Node):
                                f'({self.pursuit._cum[-1]:.1f} m)')
 
     def _on_pose(self, msg):
-        pose = pose_from_odometry(msg)
+        pose = checked_pose(self, self.diag, msg)
         if pose is None:
-            self.diag.problem_seen('pose with NaN/inf ignored')
             return
         self.pose = pose
         self.pose_time = self.get_clock().now()

@@ -24,7 +24,7 @@ from skyloc_sim.node_main import declare_parameters, run_node
 
 from skyloc_coverage.grid import GridMap, inflate, load_map, MapError, UNKNOWN
 from skyloc_coverage.mapping import OccupancyMapper
-from skyloc_coverage.ros_common import (Diagnostics, grid_to_msg, LATCHED, pose_from_odometry,
+from skyloc_coverage.ros_common import (Diagnostics, grid_to_msg, LATCHED, checked_pose,
                                         stamp_seconds)
 
 PARAMETERS = [
@@ -134,10 +134,8 @@ class MapHandlerNode(Node):
                                f"from origin {tuple(p['origin'][:2])}")
 
     def _on_pose(self, msg):
-        pose = pose_from_odometry(msg)
+        pose = checked_pose(self, self.diag, msg)
         if pose is None:
-            self.diag.problem_seen('pose with NaN/inf ignored')
-            self.get_logger().warning('pose with NaN/inf ignored', throttle_duration_sec=5.0)
             return
         t = stamp_seconds(msg.header.stamp)
         if self.poses and t < self.poses[-1][0]:

@@ -732,17 +732,3 @@ def _visible_segment(free, arr, point, candidates=12):
         if free[int(f[1]), int(f[0])] and gridpath.segment_free(free, f, point):
             return int(i)
     return int(order[0])
-
-
-def _nearest_segment(arr, point):
-    """Index i of the path segment arr[i]-arr[i+1] nearest to point, and the distance."""
-    if len(arr) == 1:
-        return 0, float(np.hypot(*(arr[0] - point)))
-    a, b = arr[:-1], arr[1:]
-    d = b - a
-    l2 = np.maximum((d * d).sum(axis=1), 1e-12)
-    t = np.clip(((point - a) * d).sum(axis=1) / l2, 0.0, 1.0)
-    foot = a + t[:, None] * d
-    dist = np.hypot(*(foot - point).T)
-    i = int(np.argmin(dist))
-    return i, float(dist[i])

@@ -52,6 +52,15 @@ def pose_from_odometry(msg):
     return values if all(math.isfinite(v) for v in values) else None
 
 
+def checked_pose(node, diag, msg):
+    """pose_from_odometry, or None after a throttled warning and a /diagnostics WARN."""
+    pose = pose_from_odometry(msg)
+    if pose is None:
+        diag.problem_seen('pose with NaN/inf ignored')
+        node.get_logger().warning('pose with NaN/inf ignored', throttle_duration_sec=5.0)
+    return pose
+
+
 def stamp_seconds(stamp):
     return stamp.sec + stamp.nanosec * 1e-9
 

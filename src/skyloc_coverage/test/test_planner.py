@@ -33,6 +33,15 @@ def samples(path, step):
     return np.asarray(pts)
 
 
+def swept_by(grid, path, width):
+    """Cells within width / 2 of a path (independent of the planner's own swept mask)."""
+    pts = samples(np.asarray(path), grid.resolution / 4)
+    col, row = grid.cell_of(pts[:, 0], pts[:, 1])
+    track = np.zeros(grid.data.shape, bool)
+    track[row, col] = True
+    return ndimage.distance_transform_edt(~track) * grid.resolution <= width / 2.0
+
+
 def evaluate(grid, occupied, radius, width, path):
     """(collision samples, coverage % of the free space reachable from the path start)."""
     res = grid.resolution
@@ -127,11 +136,7 @@ def test_replan_leaves_covered_cells_alone():
     k = int(0.4 * len(plan.path))
     flown = plan.path[:k + 1]
     res = grid.resolution
-    pts = samples(flown, res / 4)
-    col, row = grid.cell_of(pts[:, 0], pts[:, 1])
-    track = np.zeros(occ.shape, bool)
-    track[row, col] = True
-    covered = ndimage.distance_transform_edt(~track) * res <= 0.4
+    covered = swept_by(grid, flown, 0.8)
     rest = plan.path[k + 1:]
     mid = rest[len(rest) // 2]
     c, r = grid.cell_of(*mid)
@@ -248,12 +253,7 @@ def test_replan_repairs_the_previous_path_around_a_local_obstacle():
     plan = planner.plan(grid, free_start(occ, grid, 0.25))
     k = len(plan.path) // 3
     flown, rest = plan.path[:k + 1], plan.path[k + 1:]
-    res = grid.resolution
-    pts = samples(flown, res / 4)
-    col, row = grid.cell_of(pts[:, 0], pts[:, 1])
-    track = np.zeros(occ.shape, bool)
-    track[row, col] = True
-    covered = ndimage.distance_transform_edt(~track) * res <= 0.4
+    covered = swept_by(grid, flown, 0.8)
     # a post appears in the middle of a lane still to fly
     seg = np.hypot(*np.diff(rest, axis=0).T)
     j = len(seg) // 2 + int(np.argmax(seg[len(seg) // 2:]))
