@@ -186,6 +186,14 @@ class ClockWatch:
     def done(self):
         return self.sim_time >= self.limit or self.stopped
 
+    def close(self):
+        if PROGRESS['bar'] is not None:
+            PROGRESS['bar'].close()
+            PROGRESS['bar'] = None
+        self.executor.shutdown()
+        self.thread.join(timeout=2.0)
+        self.node.destroy_node()
+
 
 def _clock_watch(args):
     """The sim-time / stop-condition watcher the run needs, or None."""
@@ -206,14 +214,6 @@ def parse_stop_when(text):
     except ValueError:
         raise GraphError(f"--stop-when '{text}': expected /TOPIC>=VALUE "
                          '(a std_msgs/Float32 topic)') from None
-
-    def close(self):
-        if PROGRESS['bar'] is not None:
-            PROGRESS['bar'].close()
-            PROGRESS['bar'] = None
-        self.executor.shutdown()
-        self.thread.join(timeout=2.0)
-        self.node.destroy_node()
 
 
 def parse_values(graph, assignments):
