@@ -44,6 +44,9 @@ PARAMETERS = [
      'to unknown, s (0: never)'),
     ('static_match_m', 0.3, 'LIDAR returns this close to a static-map obstacle are that '
      'obstacle (seen from a drifted pose), not a new one, m'),
+    ('obstacle_max_range_m', 0.0, 'Returns farther than this do not mark obstacles (a '
+     'heading error moves them by range x error); 0: the sensor range_max, m'),
+    ('raytrace_max_range_m', 0.0, 'Free space is cleared up to this range; 0: range_max, m'),
     ('max_pose_age_s', 0.06, 'A scan is used only with poses this close around its stamp '
      '(interpolated between them), s'),
     ('max_scan_rate', 5.0, 'Most scans integrated per second of scan time, Hz (the rest are '
@@ -108,12 +111,18 @@ class MapHandlerNode(Node):
             self.get_logger().error(self.static_error)
             self._empty_grid()
             return True
-        self.mapper = OccupancyMapper.from_static(static, decay_s=float(p['decay_s']),
-                                                  static_match_m=float(p['static_match_m']))
+        self.mapper = OccupancyMapper.from_static(static, static_match_m=float(
+            p['static_match_m']), **self._mapper_options())
         self.dirty = True
         self.get_logger().info(f"static map {p['static_map']}: {static.width}x"
                                f'{static.height} cells at {static.resolution:g} m')
         return True
+
+    def _mapper_options(self):
+        p = self.cfg
+        return {'decay_s': float(p['decay_s']),
+                'obstacle_max_range': float(p['obstacle_max_range_m']),
+                'raytrace_max_range': float(p['raytrace_max_range_m'])}
 
     def _retry_static(self):
         final = time.monotonic() > self._static_deadline
@@ -128,7 +137,7 @@ class MapHandlerNode(Node):
             raise ValueError(f'resolution {res} and size_m {size} must be positive')
         shape = (int(math.ceil(size[1] / res)), int(math.ceil(size[0] / res)))
         self.mapper = OccupancyMapper(shape, res, tuple(p['origin'][:2]),
-                                      decay_s=float(p['decay_s']))
+                                      **self._mapper_options())
         self.dirty = True
         self.get_logger().info(f'no static map: {shape[1]}x{shape[0]} cells at {res:g} m '
                                f"from origin {tuple(p['origin'][:2])}")

@@ -7,6 +7,8 @@ skipped. The dynamic layer's log-odds decay towards 0 (unknown) with time consta
 ``decay_s``, so an obstacle that is no longer re-observed fades; the static layer (a map file)
 never decays. With a static layer, returns within ``static_match_m`` of a static obstacle are
 taken as that obstacle seen from a drifted pose and do not enter the dynamic layer.
+``obstacle_max_range`` / ``raytrace_max_range`` (0: the sensor's) limit how far returns mark
+obstacles and clear free space: a heading error moves a far return by range x error.
 """
 
 import math
@@ -21,7 +23,7 @@ class OccupancyMapper:
 
     def __init__(self, shape, resolution, origin, static=None, hit=0.85, miss=-0.4,
                  clamp=(-2.0, 3.5), occupied_logodds=2.0, free_logodds=-0.6, decay_s=120.0,
-                 static_match_m=0.0):
+                 static_match_m=0.0, obstacle_max_range=0.0, raytrace_max_range=0.0):
         self.shape = tuple(int(v) for v in shape)
         self.resolution = float(resolution)
         self.origin = (float(origin[0]), float(origin[1]))
@@ -33,6 +35,8 @@ class OccupancyMapper:
         self.clamp = clamp
         self.occupied_logodds, self.free_logodds = occupied_logodds, free_logodds
         self.decay_s = float(decay_s)
+        self.obstacle_max_range = float(obstacle_max_range)
+        self.raytrace_max_range = float(raytrace_max_range)
         # returns this close to a static obstacle are that obstacle, seen from a pose that has
         # drifted (wheel odometry): they do not become dynamic obstacles
         self._explained = None
@@ -72,6 +76,13 @@ class OccupancyMapper:
             clear = np.isposinf(ranges) | (np.isfinite(ranges) & (ranges >= range_max))
         used = hit | clear
         length = np.where(hit, ranges, range_max)
+        # far returns carry the heading error times the range: mark obstacles only near,
+        # clear free space a little farther (Nav2's obstacle/raytrace max range)
+        if self.raytrace_max_range > 0:
+            length = np.minimum(length, self.raytrace_max_range)
+        if self.obstacle_max_range > 0:
+            with np.errstate(invalid='ignore'):
+                hit &= ranges <= self.obstacle_max_range
         a = yaw + angles[used]
         length = length[used]
         res = self.resolution

@@ -164,7 +164,8 @@ def test_ground_robot_covers_a_room_on_its_own_odometry(tmp_path):
             'scan_rate': 5.0}, domain, tmp_path),
         start_node('skyloc_coverage', 'map_handler', 'map_handler', {
             'static_map': occupancy, 'pose_topic': '/odom', 'radius': 0.25,
-            'use_sim_time': True, 'max_scan_rate': 2.0}, domain, tmp_path),
+            'use_sim_time': True, 'max_scan_rate': 2.0, 'obstacle_max_range_m': 3.0,
+            'raytrace_max_range_m': 3.5}, domain, tmp_path),
         start_node('skyloc_coverage', 'coverage', 'coverage', {
             'swath_width': 0.5, 'radius': 0.25, 'pose_topic': '/odom',
             'unknown_is_free': False, 'coverage_goal_percent': 97.0, 'use_sim_time': True},
