@@ -262,14 +262,18 @@ def run_multi_process(graph, nodes, values, args):
             time.sleep(0.1)
     except KeyboardInterrupt:
         _log('Ctrl-C: stopping')
-    if clock:
-        clock.close()
-    _stop_recorder(recorder)
-    for child in reversed(children):
-        code = child.stop()
-        if child not in [d for d, _ in died] and code not in (0, None, -signal.SIGINT):
-            died.append((child, code))
-            _log(f"node '{child.name}' exited with code {code} on shutdown")
+    finally:   # whatever happened above, no node process outlives the runner
+        try:
+            if clock:
+                clock.close()
+            _stop_recorder(recorder)
+        finally:
+            for child in reversed(children):
+                code = child.stop()
+                if child not in [d for d, _ in died] and \
+                        code not in (0, None, -signal.SIGINT):
+                    died.append((child, code))
+                    _log(f"node '{child.name}' exited with code {code} on shutdown")
     return [c.name for c, _ in died], time.monotonic() - start
 
 
