@@ -17,7 +17,6 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, OccupancyGrid, Path
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from skyloc_interfaces.msg import MapChange
 from skyloc_sim.node_main import declare_parameters, run_node
 from std_msgs.msg import Float32
@@ -25,8 +24,8 @@ from std_msgs.msg import Float32
 from skyloc_coverage import gridpath
 from skyloc_coverage.grid import MapError, polygon_mask
 from skyloc_coverage.planner import CoveragePlanner, PlanningError
-from skyloc_coverage.ros_common import (Diagnostics, grid_from_msg, grid_to_msg, LATCHED,
-                                        checked_pose)
+from skyloc_coverage.ros_common import (checked_pose, Diagnostics, grid_from_msg,
+                                        grid_to_msg, LATCHED, POSE_QOS)
 from skyloc_coverage.tracking import CoverageTracker
 
 PARAMETERS = [
@@ -98,7 +97,7 @@ class CoverageNode(Node):
         self.create_subscription(OccupancyGrid, '/map', self._on_map, LATCHED)
         self.create_subscription(MapChange, '/map/changes', self._on_change, 10)
         self.create_subscription(Odometry, p['pose_topic'], self._on_pose,
-                                 qos_profile_sensor_data)
+                                 POSE_QOS)
         self.path_pub = self.create_publisher(Path, '/coverage/path', LATCHED)
         self.grid_pub = self.create_publisher(OccupancyGrid, '/coverage/grid', LATCHED)
         self.progress_pub = self.create_publisher(Float32, '/coverage/progress', 10)

@@ -15,11 +15,10 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry, Path
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from skyloc_sim.node_main import declare_parameters, run_node
 
 from skyloc_coverage.follower import FollowerConfig, PurePursuit
-from skyloc_coverage.ros_common import Diagnostics, LATCHED, checked_pose
+from skyloc_coverage.ros_common import checked_pose, Diagnostics, LATCHED, POSE_QOS
 
 PARAMETERS = [
     ('backend', 'builtin', "'builtin' (pure pursuit -> /cmd_vel) or 'nav2' "
@@ -69,7 +68,7 @@ class FollowerNode(Node):
             raise ValueError(f"backend must be 'builtin' or 'nav2', got {p['backend']!r}")
         self.create_subscription(Path, '/coverage/path', self._on_path, LATCHED)
         self.create_subscription(Odometry, p['pose_topic'], self._on_pose,
-                                 qos_profile_sensor_data)
+                                 POSE_QOS)
         self.cmd_pub = self.create_publisher(Twist, '/cmd_vel', 10)
         self.create_timer(1.0 / max(1.0, float(p['rate'])), self._control)
         self.create_timer(1.0, self._publish_diagnostics)

@@ -24,8 +24,8 @@ from skyloc_sim.node_main import declare_parameters, run_node
 
 from skyloc_coverage.grid import GridMap, inflate, load_map, MapError, UNKNOWN
 from skyloc_coverage.mapping import OccupancyMapper
-from skyloc_coverage.ros_common import (Diagnostics, grid_to_msg, LATCHED, checked_pose,
-                                        stamp_seconds)
+from skyloc_coverage.ros_common import (checked_pose, Diagnostics, grid_to_msg, LATCHED,
+                                        POSE_QOS, stamp_seconds)
 
 PARAMETERS = [
     ('static_map', '', 'Nav2 map_server YAML of known obstacles (static layer); relative '
@@ -88,7 +88,7 @@ class MapHandlerNode(Node):
         self.pending_free = np.zeros(0, np.int64)
         self.dirty = True
         self.create_subscription(Odometry, p['pose_topic'], self._on_pose,
-                                 qos_profile_sensor_data)
+                                 POSE_QOS)
         self.create_subscription(LaserScan, p['scan_topic'], self._on_scan,
                                  qos_profile_sensor_data)
         self.map_pub = self.create_publisher(OccupancyGrid, '/map', LATCHED)

@@ -1,6 +1,6 @@
 """`make room`: a ground robot covers a furnished room on its own wheel odometry.
 
-    python -m skyloc_coverage.room_demo [--rate 4] [--max-sim-seconds 1500] [--goal 99]
+    python -m skyloc_coverage.room_demo [--rate 2] [--max-sim-seconds 1500] [--goal 99]
 
 Runs the `room` graph (config/graphs/room.yaml: simulator, map_handler, coverage, follower)
 until the coverage node reports the goal on /coverage/progress or the time limit passes,
@@ -133,8 +133,9 @@ def main(argv=None):
     from skyloc_sim.graph import workspace_root
     from skyloc_sim.world import room_world
     parser = argparse.ArgumentParser(prog='make room', description=__doc__.split('\n\n')[0])
-    parser.add_argument('--rate', type=float, default=4.0,
-                        help='simulated seconds per wall second (default 4)')
+    parser.add_argument('--rate', type=float, default=2.0,
+                        help='simulated seconds per wall second (default 2: four node '
+                        'processes share two cores)')
     parser.add_argument('--max-sim-seconds', type=float, default=1500.0,
                         help='stop here if the goal is not reached (default 1500)')
     parser.add_argument('--goal', type=float, default=None,

@@ -12,6 +12,9 @@ from skyloc_coverage.grid import GridMap
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# pose streams (50-100 Hz, faster than real time in simulation): best effort like sensor data,
+# but a deep queue, so a node busy for a few hundred ms (a replan, a scan) loses no pose
+POSE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 def grid_from_msg(msg):
