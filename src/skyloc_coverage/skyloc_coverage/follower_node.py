@@ -35,6 +35,9 @@ PARAMETERS = [
     ('altitude_gain', 0.8, 'Multirotor: vertical speed per metre of altitude error, 1/s'),
     ('rate', 20.0, 'Control rate, Hz'),
     ('pose_timeout_s', 0.5, 'Stop when the newest pose is older than this, s'),
+    ('stuck_timeout_s', 3.0, 'Commanded to move but not moving this long: back up, s'),
+    ('backup_s', 1.0, 'How long to back up when stuck, s'),
+    ('backup_speed', 0.15, 'Backing-up speed, m/s'),
     ('nav2_controller', 'FollowPath', 'Nav2 controller plugin id for followPath'),
 ]
 
@@ -56,6 +59,9 @@ class FollowerNode(Node):
         self.pose_time = None
         self.paths = 0
         self.finished_logged = True
+        self.stuck_ref = None
+        self.backup_until = -math.inf
+        self.backups = 0
         self.nav2 = None
         if p['backend'] == 'nav2':
             from skyloc_coverage.nav2_backend import Nav2Backend, Nav2Unavailable
@@ -109,7 +115,10 @@ class FollowerNode(Node):
             self.cmd_pub.publish(cmd)
             return
         x, y, z, yaw = self.pose
+        t = now.nanoseconds * 1e-9
         vx, vy, wz = self.pursuit.command(x, y, yaw)
+        if self._stuck(t, x, y, vx, vy):
+            vx, vy, wz = -float(self.cfg['backup_speed']), 0.0, 0.0
         cmd.linear.x, cmd.linear.y, cmd.angular.z = float(vx), float(vy), float(wz)
         alt = float(self.cfg['altitude'])
         if self.cfg['vehicle'] == 'multirotor' and alt > 0:
@@ -119,12 +128,33 @@ class FollowerNode(Node):
             self.finished_logged = True
             self.get_logger().info(f'path complete at ({x:.2f}, {y:.2f})')
 
+    def _stuck(self, t, x, y, vx, vy):
+        """True while backing up: commanded to move for stuck_timeout_s without getting
+        anywhere (a bumper stop, a wheel against furniture), back up for backup_s."""
+        if t < self.backup_until:
+            return True
+        moving = math.hypot(vx, vy) > 0.05
+        if not moving or self.stuck_ref is None or \
+                math.hypot(x - self.stuck_ref[1], y - self.stuck_ref[2]) > 0.03:
+            self.stuck_ref = (t, x, y)
+            return False
+        if t - self.stuck_ref[0] > float(self.cfg['stuck_timeout_s']):
+            self.backups += 1
+            self.backup_until = t + float(self.cfg['backup_s'])
+            self.stuck_ref = None
+            text = f'stuck at ({x:.2f}, {y:.2f}): backing up ({self.backups} so far)'
+            self.diag.problem_seen(text)
+            self.get_logger().warning(text)
+            return True
+        return False
+
     def _publish_diagnostics(self):
         state = 'nav2' if self.nav2 is not None else \
             ('idle' if self.pursuit.done else 'following')
         self.diag.publish(state, {'paths_received': self.paths,
                                   'remaining_m': f'{self.pursuit.remaining_m:.1f}',
                                   'segment': self.pursuit.progress_index(),
+                                  'backups': self.backups,
                                   'backend': 'nav2' if self.nav2 is not None else 'builtin'})
 
 
