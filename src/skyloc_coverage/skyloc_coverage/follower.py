@@ -54,6 +54,14 @@ class PurePursuit:
         self._corner_set = set(self._corners.tolist())
         self._s = 0.0
 
+    def skip(self):
+        """Give up the waypoint being approached (it cannot be reached): aim at the next."""
+        if self.done or self._seg + 1 >= len(self.path) - 1:
+            self.done = True
+            return
+        self._seg += 1
+        self._s = self._cum[self._seg]
+
     @property
     def remaining_m(self):
         return float(self._cum[-1] - self._s) if len(self.path) > 1 and not self.done else 0.0

@@ -60,6 +60,7 @@ class FollowerNode(Node):
         self.paths = 0
         self.finished_logged = True
         self.stuck_ref = None
+        self.last_stuck = None
         self.backup_until = -math.inf
         self.backups = 0
         self.nav2 = None
@@ -142,7 +143,13 @@ class FollowerNode(Node):
             self.backups += 1
             self.backup_until = t + float(self.cfg['backup_s'])
             self.stuck_ref = None
-            text = f'stuck at ({x:.2f}, {y:.2f}): backing up ({self.backups} so far)'
+            again = self.last_stuck is not None and \
+                math.hypot(x - self.last_stuck[0], y - self.last_stuck[1]) < 0.15
+            self.last_stuck = (x, y)
+            if again:   # the same place twice: that waypoint cannot be reached, skip it
+                self.pursuit.skip()
+            text = (f'stuck at ({x:.2f}, {y:.2f}): backing up ({self.backups} so far)'
+                    + ('; skipping the waypoint' if again else ''))
             self.diag.problem_seen(text)
             self.get_logger().warning(text)
             return True
