@@ -34,6 +34,11 @@ def limit_malloc_arenas(arenas=1):
 
 
 limit_malloc_arenas()
+# numpy's OpenBLAS would start a worker per core for VLAD/PCA's small products: inference is
+# one thread (the `threads` parameter is ONNX Runtime's), and on a busy core handing a
+# 0.1 ms product to a worker cost up to 1-2 ms (measured); a node started with the variable
+# set keeps its value
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
