@@ -22,16 +22,9 @@ from dataclasses import dataclass
 import math
 
 import numpy as np
-
-# The camera mounting and the attitude convention, the same matrices as the simulator's
-# (skyloc_sim.camera; test_normalize checks they are identical). Not imported from there:
-# skyloc_sim.camera loads OpenCV for rendering, ~16 MB of RSS that the embedder node with a
-# ViT bundle otherwise never needs (bench/results/perception.json, embedder_node_rss).
-# Columns are the camera optical axes (x right, y down, z forward) expressed in base_link:
-# image right = base_link -y, image down = base_link -x, optical axis = base_link -z.
-R_BASE_CAMERA = np.array([[0.0, -1.0, 0.0],
-                          [-1.0, 0.0, 0.0],
-                          [0.0, 0.0, -1.0]])
+# the camera mounting and attitude conventions are the simulator's (skyloc_sim.camera imports
+# OpenCV only when it renders, so the embedder does not load it)
+from skyloc_sim.camera import R_BASE_CAMERA, rotation_base_to_map  # noqa: F401
 
 # below this many source pixels per output pixel plain bilinear sampling does not alias
 _AA_THRESHOLD = 1.01
@@ -123,17 +116,6 @@ class CameraIntrinsics:
         # pixel-index convention: continuous u = index + 0.5 scales, the index does not
         return CameraIntrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
                                 (self.cy + 0.5) * sy - 0.5, width, height)
-
-
-def rotation_base_to_map(yaw, roll=0.0, pitch=0.0):
-    """R (3x3) taking base_link vectors to the map frame: Rz(yaw) Ry(pitch) Rx(roll), rad."""
-    cy, sy = math.cos(yaw), math.sin(yaw)
-    cp, sp = math.cos(pitch), math.sin(pitch)
-    cr, sr = math.cos(roll), math.sin(roll)
-    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
-    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
-    return rz @ ry @ rx
 
 
 def ground_to_image(intrinsics, altitude_m, yaw_rad, roll_rad=0.0, pitch_rad=0.0, gimbal=True):

@@ -9,8 +9,15 @@ coordinates (col + 0.5, row + 0.5); the principal point is the image centre.
 from dataclasses import dataclass
 import math
 
-import cv2
 import numpy as np
+
+
+def _cv2():
+    """OpenCV, imported on first use: the camera geometry here is also what the embedder's
+    query normalisation uses, and that must not pay OpenCV's ~16 MB of RSS."""
+    import cv2
+    return cv2
+
 
 # Columns are the camera optical axes (x right, y down, z forward) expressed in base_link.
 R_BASE_CAMERA = np.array([[0.0, -1.0, 0.0],
@@ -97,7 +104,7 @@ class OrthoRenderer:
         for _ in range(levels - 1):
             if min(self.pyramid[-1].shape[:2]) < 64:
                 break
-            self.pyramid.append(cv2.pyrDown(self.pyramid[-1]))
+            self.pyramid.append(_cv2().pyrDown(self.pyramid[-1]))
 
     def _map_to_world_index(self, level):
         """3x3 taking map-frame (x, y, 1) to OpenCV pixel indices of a pyramid level."""
@@ -123,6 +130,7 @@ class OrthoRenderer:
         level = int(np.clip(math.floor(math.log2(max(scale, 1.0))), 0, len(self.pyramid) - 1))
         image_to_world = self._map_to_world_index(level) @ i2g
         border = tuple(int(c) for c in border_rgb)
+        cv2 = _cv2()
         return cv2.warpPerspective(
             self.pyramid[level], image_to_world, (camera.width, camera.height),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
