@@ -20,6 +20,7 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
+            'localizer = skyloc_localization.localizer_node:main',
         ],
     },
 )

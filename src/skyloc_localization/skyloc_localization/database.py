@@ -216,15 +216,8 @@ class Database:
 
     def band_for_altitude(self, altitude_m):
         """Index of the band containing the altitude (the nearest band outside all)."""
-        best, best_d = 0, math.inf
-        for i, band in enumerate(self.bands):
-            if band['alt_min'] <= altitude_m <= band['alt_max']:
-                return i
-            d = min(abs(math.log(altitude_m / band['alt_min'])),
-                    abs(math.log(altitude_m / band['alt_max'])))
-            if d < best_d:
-                best, best_d = i, d
-        return best
+        from skyloc_perception.normalize import band_for_altitude
+        return band_for_altitude(self.bands, altitude_m)
 
     def band_rows(self, band):
         """Row indices of one band's tiles (contiguous: tiles are written band by band)."""

@@ -398,16 +398,18 @@ class FusionKalman:
             self.log.append(e)
 
     # ------------------------------------------------------------------ reseed / prior
-    def reseed(self, t, xy, cov, z=None, z_var=None):
+    def reseed(self, t, xy, cov, z=None, z_var=None, velocity_std=None):
         """Reset the position to xy (and z) with covariance cov (2x2, m^2), keeping velocity and
         bias: after a kidnap, when the histogram filter is confident about a place far from the
-        estimate. Applied at stamp t like a fix (later inputs replayed)."""
+        estimate. Applied at stamp t like a fix (later inputs replayed). ``velocity_std``
+        (m/s): also make the horizontal velocity that uncertain (fixes that kept disagreeing
+        with the filter: its velocity is wrong too)."""
         xy = np.asarray(xy, dtype=float).reshape(-1)[:2]
         cov = np.asarray(cov, dtype=float).reshape(2, 2)
         if not (np.all(np.isfinite(xy)) and np.all(np.isfinite(cov)) and math.isfinite(t)):
             self.stats['bad_fix'] += 1
             return False
-        data = (xy, 0.5 * (cov + cov.T), z, z_var)
+        data = (xy, 0.5 * (cov + cov.T), z, z_var, velocity_std)
         self.stats['reseeds'] += 1
         i = None
         if self.t is not None and float(t) < self.t and self.log:
@@ -424,12 +426,16 @@ class FusionKalman:
         self._replay(later)
         return True
 
-    def _reseed(self, xy, cov, z=None, z_var=None):
+    def _reseed(self, xy, cov, z=None, z_var=None, velocity_std=None):
         idx = [0, 1] if z is None else [0, 1, 2]
+        if velocity_std is not None and math.isfinite(velocity_std) and velocity_std > 0:
+            idx = idx + [3, 4]
         self.kf.x[0:2, 0] = xy
         self.kf.P[idx, :] = 0.0
         self.kf.P[:, idx] = 0.0
         self.kf.P[0:2, 0:2] = cov
+        if 3 in idx:
+            self.kf.P[3, 3] = self.kf.P[4, 4] = float(velocity_std) ** 2
         if z is not None:
             self.kf.x[2, 0] = float(z)
             self.kf.P[2, 2] = float(z_var if z_var is not None else self.cfg.baro_std ** 2)

@@ -134,7 +134,9 @@ def variant_crop(base, base_footprint_m, dyaw_deg, scale, footprint_m, out_px):
 class Localizer:
     """North-up query crops / camera images -> Localization, over one Database.
 
-    ``pipeline``: the bundle's DescriptorPipeline (its model_id must be the database's).
+    ``pipeline``: the bundle's DescriptorPipeline (its model_id must be the database's); None
+    when descriptors come from elsewhere (the embedder node): then only
+    :meth:`localize_descriptor` is available.
     ``top_k``: candidates reported; ``verify_k``: how many distinct candidates are verified
     geometrically (0: no re-ranking, no fine fix); ``weak_similarity``/``fallback_k``: the
     wider verification when the best descriptor match is weak.  ``yaw_offsets_deg`` x
@@ -150,7 +152,7 @@ class Localizer:
                  scales=(0.93, 1.0, 1.07), weak_similarity=0.35, fallback_k=20,
                  method='correlation', matcher=None, fine_res_m=1.0, window_factor=2.0,
                  refine_n=2, global_fallback=True, global_coarse=2, global_max_px=4e6):
-        if pipeline.model_id != database.model_id:
+        if pipeline is not None and pipeline.model_id != database.model_id:
             from skyloc_localization.database import DatabaseError
             raise DatabaseError(f'{database.path}: built with model_id {database.model_id} but '
                                 f'the bundle has model_id {pipeline.model_id}')
@@ -175,6 +177,8 @@ class Localizer:
         self.global_max_px = float(global_max_px)
         self._window_cache = {}
         self._field = {}
+        # localize_descriptor: a fix elsewhere must beat the tracking window's peak by this
+        self.prior_margin = 1.3
 
     def variants(self):
         """[(yaw offset deg, scale)], the order of the descriptors and fine crops."""
@@ -409,6 +413,59 @@ class Localizer:
         return Localization('tile', best.x, best.y, np.eye(2) * sigma ** 2, best.similarity,
                             max(best.score, 0.0), band, footprint, ranked[:self.top_k],
                             best.fine, yaw_offset_deg=dyaw, scale=s, timings_ms=timings)
+
+    def localize_descriptor(self, descriptor, crop, footprint_m, band, prior=None, wide=False):
+        """The localizer node's query: one descriptor computed by the embedder from ``crop``
+        (its north-up crop of ``footprint_m``, the band's footprint), no re-embedding.
+
+        Retrieval uses the one descriptor; geometric verification still searches the yaw /
+        scale variants (resampled from the crop: the parts they need outside it are black and
+        carry no weight in the correlation).  ``prior``: (x, y) where the filter expects the
+        vehicle; its map window is verified first (tracking: the fine fix is found even when
+        retrieval ranks the right tile low); ``crop`` None: retrieval only.  ``wide``: verify ``fallback_k`` tiles (the
+        degraded mode's wider search).  Same Localization as :meth:`localize_crop`.
+        """
+        timings = {}
+        t0 = time.perf_counter()
+        centre = self.variants().index((0.0, 1.0)) if (0.0, 1.0) in self.variants() else 0
+        k = max(self.top_k, self.verify_k, self.fallback_k)
+        candidates = self.search(np.asarray(descriptor, np.float32), band, k)
+        for cand in candidates:
+            cand.variant = centre
+        t1 = time.perf_counter()
+        timings['retrieval'] = (t1 - t0) * 1e3
+        fp = self.db.bands[band]['footprint_m']
+        if not candidates:
+            return Localization('none', math.nan, math.nan, np.full((2, 2), np.nan), 0.0, 0,
+                                band, fp, timings_ms=timings)
+        pool = list(candidates)
+        if prior is not None and all(math.isfinite(v) for v in prior[:2]):
+            near = min(candidates, key=lambda c: math.hypot(c.x - prior[0], c.y - prior[1]))
+            pool.insert(0, Candidate(-1, float(prior[0]), float(prior[1]), band,
+                                     near.similarity, centre))
+        verified = []
+        if self.verify_k > 0 and crop is not None:
+            weak = wide or candidates[0].similarity < self.weak_similarity
+            count = (self.fallback_k if weak else self.verify_k) + int(prior is not None)
+            verified = self.verify(pool, crop, footprint_m, band, count)
+            timings['verification'] = (time.perf_counter() - t1) * 1e3
+        fixes = [c for c in verified if c.fine is not None and c.fine.ok]
+        ranked = sorted(verified, key=lambda c: -c.score) + \
+            [c for c in candidates if c not in verified]
+        timings['total'] = (time.perf_counter() - t0) * 1e3
+        if fixes:
+            best = max(fixes, key=lambda c: c.score)
+            tracked = [c for c in fixes if c.row == -1]
+            if tracked and best.score < self.prior_margin * tracked[0].score:
+                best = tracked[0]   # the window where the filter expects it, unless beaten
+            f = best.fine
+            return Localization('fine', f.x, f.y, f.covariance, candidates[0].similarity,
+                                best.score, band, fp, ranked[:self.top_k], f,
+                                yaw_offset_deg=f.rotation_deg, scale=f.scale, timings_ms=timings)
+        best = candidates[0]
+        return Localization('tile', best.x, best.y, np.eye(2) * (fp / 2.0) ** 2,
+                            best.similarity, max(ranked[0].score, 0.0), band, fp,
+                            ranked[:self.top_k], timings_ms=timings)
 
     def localize(self, image, intrinsics, altitude_m, yaw_rad):
         """A nadir camera image (RGB) with its measured altitude above ground (m) and REP 103

@@ -56,7 +56,8 @@ from skyloc_perception.attitude import attitude_from_quaternion, baro_altitude  
 from skyloc_perception.bundle import (BundleError, DescriptorPipeline,  # noqa: E402
                                       load_bundle)
 from skyloc_perception.image import image_from_msg, ImageError  # noqa: E402
-from skyloc_perception.normalize import CameraIntrinsics, normalize_query  # noqa: E402
+from skyloc_perception.normalize import (band_for_altitude, CameraIntrinsics,  # noqa: E402
+                                        normalize_query)
 from skyloc_sim.node_main import declare_parameters, run_node  # noqa: E402
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -123,6 +124,7 @@ class EmbedderNode(Node):
         self.pipeline = None
         self.bundle_error = None
         self.footprint_m = float(p['footprint_m'])
+        self.bands = None              # the database's altitude bands (footprint per band)
         self._load(p)
 
         sensors = MutuallyExclusiveCallbackGroup()
@@ -187,8 +189,16 @@ class EmbedderNode(Node):
             self.get_logger().error(self.bundle_error)
             self.pipeline = None
             return
-        self.footprint_m = float(db.get('footprint_m', self.footprint_m))
-        self.altitude_bands = db.get('altitude_bands')
+        bands = db.get('bands')
+        if not isinstance(bands, list) or not bands or not all(
+                isinstance(b, dict) and {'alt_min', 'alt_max', 'footprint_m'} <= set(b)
+                for b in bands):
+            self.bundle_error = f'{path}/db.json: no usable altitude bands'
+            self.get_logger().error(self.bundle_error)
+            self.pipeline = None
+            return
+        self.bands = bands
+        self.footprint_m = float(bands[len(bands) // 2]['footprint_m'])
 
     # ------------------------------------------------------------------ inputs
     def _problem(self, text, level=DiagnosticStatus.WARN, frame=True):
@@ -279,6 +289,9 @@ class EmbedderNode(Node):
                     (rgb.shape[1], rgb.shape[0]):
                 intrinsics = CameraIntrinsics.from_hfov(rgb.shape[1], rgb.shape[0],
                                                         float(self.cfg['hfov_deg']))
+            if self.bands:   # the database's footprint for this altitude
+                self.footprint_m = float(
+                    self.bands[band_for_altitude(self.bands, altitude)]['footprint_m'])
             crop, valid = normalize_query(
                 rgb, intrinsics, altitude, yaw, self.footprint_m, self.pipeline.input_size,
                 roll_rad=roll, pitch_rad=pitch, gimbal=bool(self.cfg['camera_gimbal']))

@@ -26,6 +26,20 @@ import numpy as np
 # OpenCV only when it renders, so the embedder does not load it)
 from skyloc_sim.camera import R_BASE_CAMERA, rotation_base_to_map  # noqa: F401
 
+def band_for_altitude(bands, altitude_m):
+    """Index of the altitude band (dicts with alt_min, alt_max, as in a database's db.json)
+    that contains ``altitude_m``; outside all bands the nearest one (in log altitude)."""
+    best, best_d = 0, math.inf
+    for i, band in enumerate(bands):
+        lo, hi = float(band['alt_min']), float(band['alt_max'])
+        if lo <= altitude_m <= hi:
+            return i
+        d = min(abs(math.log(altitude_m / lo)), abs(math.log(altitude_m / hi)))
+        if d < best_d:
+            best, best_d = i, d
+    return best
+
+
 # below this many source pixels per output pixel plain bilinear sampling does not alias
 _AA_THRESHOLD = 1.01
 

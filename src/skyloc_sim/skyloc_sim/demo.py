@@ -82,6 +82,31 @@ def prepare_bundle(root, world_yaml, log=print):
     return out
 
 
+def prepare_database(root, world_yaml, bundle_dir, log=print):
+    """The default map database of the world for the default bundle (cached: rebuilt when the
+    bundle's model_id or the map changes)."""
+    import json
+    import shutil
+    from skyloc_localization.database import build_database, DatabaseError, load_database
+    from skyloc_perception.bundle import load_bundle
+    bundle = load_bundle(bundle_dir)
+    out = os.path.join(root, '.cache', 'databases', 'default')
+    if os.path.isfile(os.path.join(out, 'db.json')):
+        try:
+            db = load_database(out, bundle)
+            if db.meta.get('map_yaml') == os.path.abspath(world_yaml):
+                return out
+        except DatabaseError as exc:
+            log(f'default database out of date ({exc}): rebuilding')
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.monotonic()
+    log(f'building the default map database from {world_yaml} (once; cached)')
+    db = build_database(world_yaml, bundle, out)
+    log(f'database: {len(db)} tiles in {time.monotonic() - t0:.0f} s '
+        f'({json.dumps([b["count"] for b in db.bands])} per band)')
+    return out
+
+
 def summarise(run_dir, world_yaml, args, wall_s, code):
     """Track PNG + run.json from the bag; returns the summary dict."""
     from skyloc_sim.track_plot import bag_topics, plot_track, read_track
@@ -126,7 +151,8 @@ def main(argv=None):
     root = workspace_root()
     params = _sim_params(root)
     world_yaml = prepare_world(root, args.world, params)
-    prepare_bundle(root, world_yaml, log=lambda m: print(f'[demo] {m}', flush=True))
+    bundle_dir = prepare_bundle(root, world_yaml, log=lambda m: print(f'[demo] {m}', flush=True))
+    prepare_database(root, world_yaml, bundle_dir, log=lambda m: print(f'[demo] {m}', flush=True))
     run_dir = os.path.join(root, args.out, datetime.now().strftime('%Y%m%d-%H%M%S'))
     os.makedirs(run_dir)
     domain = args.domain_id if args.domain_id is not None else 100 + os.getpid() % 100

@@ -21,6 +21,11 @@ PARAMETERS = [
     ('legs', 4, 'Number of legs'),
     ('speed', 10.0, 'Cruise speed, m/s'),
     ('yaw_rate', 0.5, 'Turn rate at the end of a leg, rad/s'),
+    ('wait_for', '', 'Stay on the ground until this nav_msgs/Odometry topic '
+     'publishes (the localizer is up and has its barometer reference on the ground); empty: '
+     'take off at once'),
+    ('max_wait_s', 60.0, 'Take off anyway after this much simulated time on the ground, s'),
+    ('ground_wait_s', 2.0, 'Time on the ground after wait_for published, s'),
 ]
 
 
@@ -59,7 +64,15 @@ class DemoPilot(Node):
         for name in ('altitude', 'climb_rate', 'speed', 'yaw_rate'):
             if not p[name] > 0:
                 raise ValueError(f"parameter '{name}' must be positive, got {p[name]}")
-        self.plan = lawnmower_plan(**p)
+        self.plan = lawnmower_plan(**{k: p[k] for k in (
+            'altitude', 'climb_rate', 'leg_length', 'leg_spacing', 'legs', 'speed',
+            'yaw_rate')})
+        self.cfg = p
+        self.ready_at = None        # sim time the wait_for topic first published
+        self.first_tick = None
+        if p['wait_for']:
+            from nav_msgs.msg import Odometry
+            self.create_subscription(Odometry, p['wait_for'], self._on_ready, 10)
         self.cmd_pub = self.create_publisher(Twist, '/cmd_vel', 10)
         self.start = None
         self.segment = -1
@@ -67,11 +80,27 @@ class DemoPilot(Node):
         self.get_logger().info(f'demo flight: {len(self.plan)} segments, '
                                f'{sum(s.duration for s in self.plan[:-1]):.0f} s')
 
+    def _on_ready(self, msg):
+        if self.ready_at is None:
+            self.ready_at = self.get_clock().now().nanoseconds * 1e-9
+            self.get_logger().info(f"{self.cfg['wait_for']} is up: taking off in "
+                                   f"{self.cfg['ground_wait_s']:g} s")
+
     def _tick(self):
         now = self.get_clock().now().nanoseconds * 1e-9
         if now <= 0.0:
             return  # no /clock yet
         if self.start is None:
+            self.first_tick = self.first_tick if self.first_tick is not None else now
+            waited = now - self.first_tick
+            if self.cfg['wait_for'] and waited < float(self.cfg['max_wait_s']):
+                if self.ready_at is None or now - self.ready_at < float(
+                        self.cfg['ground_wait_s']):
+                    self.cmd_pub.publish(Twist())   # hold on the ground
+                    return
+            elif self.cfg['wait_for']:
+                self.get_logger().warning(f"no {self.cfg['wait_for']} after {waited:.0f} s: "
+                                          'taking off anyway')
             self.start = now
         elapsed = now - self.start
         index, t = 0, 0.0
