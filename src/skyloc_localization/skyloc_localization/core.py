@@ -43,12 +43,12 @@ class CoreConfig:
     fix_agreement_sigma: float = 3.0  # a retrieval fix must agree with the map's mode
     min_fix_sigma_m: float = 1.0    # floor of a fix's std (the correlation is at 1 m/px)
     max_gated: int = 3              # consecutive gated tracking fixes that agree: reseed
-    gated_agreement_m: float = 15.0  # ... agree: consecutive fixes within this of their
-                                     # predicted displacement (the filter's odometer)
+    # ... agree: each within this of the previous one plus the filter's odometer since
+    gated_agreement_m: float = 15.0
     reseed_velocity_std: float = 3.0  # m/s, horizontal velocity std after such a reseed
-    kidnap_quiet_s: float = 3.0     # the map may re-seed the filter only after this long
-                                    # without an accepted fix (a filter that keeps accepting
-                                    # fixes is not lost, whatever the map says)
+    # the map may re-seed the filter only after this long without an accepted fix (a filter
+    # that keeps accepting fixes is not lost, whatever the map says)
+    kidnap_quiet_s: float = 3.0
 
 
 @dataclass
@@ -163,7 +163,8 @@ class LocalizerCore:
         else:
             valid = False
             reason = loc.fine.reason if loc.fine is not None and loc.fine.reason else \
-                ('no query image: retrieval only' if crop is None else f'no fine fix ({loc.fix})')
+                ('no query image: retrieval only' if crop is None
+                 else f'no fine fix ({loc.fix})')
         cands = [c for c in loc.candidates if c.row >= 0]
         band_stride = float(self.db.bands[band]['stride_m'])
         with self.lock:

@@ -110,7 +110,8 @@ class LocalizerNode(Node):
         self.baro_seen = False
         self.stats = {'descriptors': 0, 'queries': 0, 'valid': 0, 'bad_descriptor': 0,
                       'model_mismatch': 0, 'time_backwards': 0, 'no_crop': 0, 'nan_imu': 0,
-                      'query_ms': [], 'last_problem': '', 'level': OK}
+                      'stale': 0,
+                      'query_ms': [], 'problems': [], 'level': OK}
         self._load(p)
 
         sensors = MutuallyExclusiveCallbackGroup()
@@ -199,7 +200,9 @@ class LocalizerNode(Node):
     def _problem(self, text, level=WARN, counter=None):
         if counter:
             self.stats[counter] += 1
-        self.stats['last_problem'] = text
+        problems = self.stats['problems']   # distinct problems since the last report
+        if text not in problems and len(problems) < 6:
+            problems.append(text)
         self.stats['level'] = max(self.stats['level'], level)
         self.get_logger().warning(text, throttle_duration_sec=5.0)
 
@@ -294,8 +297,16 @@ class LocalizerNode(Node):
         if not ready:
             return
         self.pending = [(m, s) for m, s in self.pending if all(m is not r[0] for r in ready)]
-        msg, crop_msg = ready[-1]   # older ready ones are stale: the newest wins
-        self._query(msg, crop_msg)
+        usable = []
+        for msg, crop_msg in ready:
+            problem = self._check(msg)
+            if problem is not None:
+                self._problem(problem[0], problem[2], counter=problem[1])
+            else:
+                usable.append((msg, crop_msg))
+        if usable:   # older ones are stale (the filters moved on): the newest wins
+            self.stats['stale'] += len(usable) - 1
+            self._query(*usable[-1])
 
     def _check(self, msg):
         """None if the descriptor is usable, else the problem (and its counter)."""
@@ -326,10 +337,6 @@ class LocalizerNode(Node):
 
     def _query(self, msg, crop_msg):
         from skyloc_perception.image import ImageError, image_from_msg
-        problem = self._check(msg)
-        if problem is not None:
-            self._problem(problem[0], problem[2], counter=problem[1])
-            return
         vector = np.asarray(msg.data, np.float32)
         if not np.all(np.isfinite(vector)):
             self._problem('descriptor with NaN values ignored', counter='bad_descriptor')
@@ -435,6 +442,7 @@ class LocalizerNode(Node):
                   'descriptors_rejected': st['bad_descriptor'] + st['model_mismatch'],
                   'model_mismatch': st['model_mismatch'], 'time_backwards': st['time_backwards'],
                   'queries_without_crop': st['no_crop'], 'nan_imu_samples': st['nan_imu'],
+                  'descriptors_skipped_stale': st['stale'],
                   'rss_mb': f'{rss_mb():.0f}'}
         if self.core is None:
             status.level = bytes([ERROR])
@@ -463,14 +471,13 @@ class LocalizerNode(Node):
                 level = max(level, WARN)
                 message = f'{message}; {health_note}'
             status.level = bytes([max(level, st['level'])])
-            status.message = message if not st['last_problem'] else \
-                f"{message}; {st['last_problem']}"
+            status.message = '; '.join([message] + st['problems'])
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = [status]
         self.diag_pub.publish(msg)
-        st['level'], st['last_problem'] = OK, ''
+        st['level'], st['problems'] = OK, []
 
 
 NODE_CLASS = LocalizerNode

@@ -422,8 +422,9 @@ class Localizer:
         scale variants (resampled from the crop: the parts they need outside it are black and
         carry no weight in the correlation).  ``prior``: (x, y) where the filter expects the
         vehicle; its map window is verified first (tracking: the fine fix is found even when
-        retrieval ranks the right tile low); ``crop`` None: retrieval only.  ``wide``: verify ``fallback_k`` tiles (the
-        degraded mode's wider search).  Same Localization as :meth:`localize_crop`.
+        retrieval ranks the right tile low); ``crop`` None: retrieval only.  ``wide``: verify
+        ``fallback_k`` tiles (the degraded mode's wider search).  Same Localization as
+        :meth:`localize_crop`.
         """
         timings = {}
         t0 = time.perf_counter()

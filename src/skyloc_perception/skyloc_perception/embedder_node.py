@@ -57,7 +57,7 @@ from skyloc_perception.bundle import (BundleError, DescriptorPipeline,  # noqa: 
                                       load_bundle)
 from skyloc_perception.image import image_from_msg, ImageError  # noqa: E402
 from skyloc_perception.normalize import (band_for_altitude, CameraIntrinsics,  # noqa: E402
-                                        normalize_query)
+                                         normalize_query)
 from skyloc_sim.node_main import declare_parameters, run_node  # noqa: E402
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,

@@ -26,6 +26,7 @@ import numpy as np
 # OpenCV only when it renders, so the embedder does not load it)
 from skyloc_sim.camera import R_BASE_CAMERA, rotation_base_to_map  # noqa: F401
 
+
 def band_for_altitude(bands, altitude_m):
     """Index of the altitude band (dicts with alt_min, alt_max, as in a database's db.json)
     that contains ``altitude_m``; outside all bands the nearest one (in log altitude)."""
