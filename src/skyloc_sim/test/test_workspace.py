@@ -48,3 +48,34 @@ def test_requirements_are_pinned_and_runtime_has_no_torch():
     assert {'ros-rclpy', 'ros-diagnostic-msgs', 'onnxruntime', 'filterpy'} <= names
     training = open(os.path.join(WORKSPACE, 'requirements-training.txt')).read()
     assert 'torch==2.14.1' in training and 'torchvision==0.29.1' in training
+
+
+def _published_topics():
+    """Topic names of every create_publisher(..., '/topic', ...) in the packages' sources."""
+    import re
+    topics = set()
+    for package in PYTHON_PACKAGES:
+        folder = os.path.join(WORKSPACE, 'src', package, package)
+        for name in os.listdir(folder):
+            if name.endswith('.py'):
+                with open(os.path.join(folder, name)) as stream:
+                    topics |= set(re.findall(r"create_publisher\(\s*\w+,\s*'(/[\w/]+)'",
+                                             stream.read()))
+    return topics
+
+
+def test_rviz_config_parses_and_shows_only_published_topics():
+    import yaml
+    with open(os.path.join(WORKSPACE, 'config', 'skyloc.rviz')) as stream:
+        rviz = yaml.safe_load(stream)
+    displays = rviz['Visualization Manager']['Displays']
+    topics = {d['Topic']['Value']: d['Class'] for d in displays if 'Topic' in d}
+    published = _published_topics()
+    assert {'/skyloc/pose', '/skyloc/probability_map', '/map', '/coverage/path'} <= published
+    missing = sorted(t for t in topics if t not in published)
+    assert not missing, f'rviz displays of topics no node publishes: {missing}'
+    for topic in ('/skyloc/probability_map', '/skyloc/pose', '/skyloc/odometry',
+                  '/coverage/grid', '/coverage/path', '/map', '/camera/image_raw'):
+        assert topic in topics, f'config/skyloc.rviz has no display of {topic}'
+    assert topics['/skyloc/pose'] == 'rviz_default_plugins/PoseWithCovariance'
+    assert rviz['Visualization Manager']['Global Options']['Fixed Frame'] == 'map'
