@@ -14,7 +14,7 @@ import pytest
 from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import FluidPressure, Image, Imu
 from skyloc_interfaces.msg import Descriptor
-from std_msgs.msg import Float32
+from std_msgs.msg import Float32, String
 
 from localization_testdata import ALTITUDE, camera_image, tiny_bundle, tiny_database, tiny_world
 from skyloc_perception.bundle import DescriptorPipeline
@@ -54,6 +54,8 @@ class Driver(TestNode):
         self.desc = n.create_publisher(Descriptor, '/skyloc/descriptor', 10)
         self.crop = n.create_publisher(Image, '/skyloc/query_image', qos_profile_sensor_data)
         self.initialpose = n.create_publisher(PoseWithCovarianceStamped, '/initialpose', 10)
+        self.mode = n.create_publisher(String, '/skyloc/flight_mode', LATCHED)
+        self.cap = n.create_publisher(Float32, '/skyloc/query_rate_cap', LATCHED)
         self.poses, self.odoms, self.maps, self.rates, self.diags = [], [], [], [], []
         n.create_subscription(PoseWithCovarianceStamped, '/skyloc/pose', self.poses.append, 50)
         n.create_subscription(Odometry, '/skyloc/odometry', self.odoms.append, 50)
@@ -149,6 +151,15 @@ def test_fix_from_descriptors_and_bad_input_survived(tmp_path, data):
         assert grid.info.resolution == pytest.approx(5.0) and grid.info.width == 60
         assert max(grid.data) == 100
         assert drv.odoms and drv.odoms[-1].child_frame_id == 'base_link'
+
+        # query rate: faster for a precision landing, never above the thermal cap
+        survey = drv.rates[-1].data
+        drv.mode.publish(String(data='precision_landing'))
+        assert drv.wait_until(lambda: drv.rates[-1].data > 1.5 * survey, 5.0), survey
+        drv.cap.publish(Float32(data=0.15))
+        assert drv.wait_until(lambda: drv.rates[-1].data <= 0.15 + 1e-6, 5.0)
+        drv.spin(1.2)
+        assert drv.values('flight_mode')[-1] == 'precision_landing'
 
         # bad input: each is reported, none stops the node
         drv.query(data, 8.0, *truth, model_id='0' * 64)
