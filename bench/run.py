@@ -82,7 +82,32 @@ def run_coverage(args):
     return bench_coverage.bench_coverage(os.path.join(HERE, 'results', 'coverage_maps.png'))
 
 
-SUITES = {'sim': run_sim, 'perception': run_perception, 'coverage': run_coverage}
+def run_localization(args):
+    """Issue 4: retrieval + fine fix Recall@1, filter step times, the synthetic survey and
+    kidnap simulation of bench_filters, and the closed-loop survey of bench_survey."""
+    import bench_filters
+    import bench_localization
+    import bench_survey
+    out = {}
+    print('[bench] localization: probability map and Kalman filter step times', flush=True)
+    out['histogram_200x200'] = bench_filters.bench_histogram()
+    out['kalman_step'] = bench_filters.bench_kalman_step()
+    print(f'[bench] localization: synthetic {args.minutes:g}-minute survey (bench_filters)',
+          flush=True)
+    out['synthetic_survey'] = bench_filters.bench_survey(args.minutes)
+    print('[bench] localization: kidnap pipeline simulation (bench_filters)', flush=True)
+    out['pipeline_with_kidnap'] = bench_filters.bench_pipeline()
+    print('[bench] localization: Recall@1 per altitude, procedural + real satellite tiles',
+          flush=True)
+    out['recall'] = bench_localization.bench_localization()
+    print(f'[bench] localization: closed-loop {args.minutes:g}-minute survey (bench_survey)',
+          flush=True)
+    out['survey'] = bench_survey.bench_survey(args.minutes)
+    return out
+
+
+SUITES = {'sim': run_sim, 'perception': run_perception, 'coverage': run_coverage,
+          'localization': run_localization}
 
 
 def table(results):
@@ -103,13 +128,23 @@ def table(results):
     per = results.get('perception')
     if per:
         lines += perception_rows(per)
+    notes = []
     cov = results.get('coverage')
     if cov:
         lines += coverage_rows(cov)
-        lines += ['', 'Coverage (issue 5): `python bench/run.py --suite coverage`; every map, '
+        notes += ['', 'Coverage (issue 5): `python bench/run.py --suite coverage`; every map, '
                   'both planners, one evaluator (bench/coverage_eval.py): '
                   'bench/results/coverage.json; paths: bench/results/coverage_maps.png.']
-    return '\n'.join(lines) + '\n'
+    loc = results.get('localization')
+    if loc:
+        lines += localization_rows(loc)
+        notes += ['', 'Localization (issue 4): `python bench/run.py --suite localization` '
+                  '(bench/results/localization.json); the parts alone: '
+                  '`python bench/bench_localization.py` (Recall@1), '
+                  '`python bench/bench_filters.py` (step times, synthetic survey, kidnap), '
+                  '`python bench/bench_survey.py [--minutes 10]` (closed-loop survey: rendered '
+                  'images -> embedder path -> LocalizerCore).']
+    return '\n'.join(lines + notes) + '\n'
 
 
 def perception_rows(per):
@@ -260,12 +295,86 @@ def coverage_rows(cov):
     return rows
 
 
+def _num(v, unit, digits=1):
+    return 'never' if v is None else f'{v:.{digits}f} {unit}'
+
+
+def localization_rows(loc):
+    """Issue 4; command `make bench` or `python bench/run.py --suite localization`."""
+    yes = {True: 'yes', False: 'NO'}
+    rows = []
+    rec = loc.get('recall')
+    if rec:
+        for world in ('procedural', 'real_satellite'):
+            if world not in rec:
+                continue
+            w = rec[world]
+            for alt, a in w['per_altitude'].items():
+                ok = a['recall_at_1'] >= 0.90 and a['median_error_m'] <= 5.0
+                rows.append(f"| localization | Recall@1 (fine fix within {rec['radius_m']:g} m) "
+                            f"/ median error, {world} ({w['tiles']} tiles, '{w['condition']}' "
+                            f"queries), {alt}, {a['queries']} queries | {a['recall_at_1']} / "
+                            f"{a['median_error_m']} m ({a['median_query_ms']} ms per query) | "
+                            f">= 0.90 / <= 5 m | {yes[ok]} |")
+    h = loc.get('histogram_200x200')
+    if h:
+        rows.append(f"| localization | probability map 200x200 cells predict + update + "
+                    f"estimate, wall median / CPU p95 | {h['total_ms_median']} / "
+                    f"{h['total_cpu_ms_p95']} ms | <= {h['goal_ms']:g} ms | {yes[h['pass']]} |")
+    k = loc.get('kalman_step')
+    if k:
+        rows.append(f"| localization | Kalman filter: IMU predict / fix 0.8 s late (roll back "
+                    f"+ replay) | {k['imu_predict_us']} us / {k['late_fix_0.8s_ms']} ms | - | - |")
+    s = loc.get('synthetic_survey')
+    if s:
+        rows.append(f"| localization | synthetic {s['minutes']:g}-min survey (fixes = truth + "
+                    f"2-6 m noise, 5% outliers, bench_filters): fused / vision-only / IMU-only "
+                    f"RMSE | {s['fused']['rmse_m']} / {s['vision_only']['rmse_m']} / "
+                    f"{s['imu_only']['rmse_m']} m | fused <= {s['goal_fused_rmse_m']:g} m | "
+                    f"{yes[s['pass']]} |")
+    p = loc.get('pipeline_with_kidnap')
+    if p:
+        for name in ('fix', 'mode'):
+            v = p.get(f'kf_input_{name}')
+            if v:
+                rows.append(f"| localization | kidnap simulation ({p['kidnap_m']:.0f} m teleport "
+                            f"at {p['kidnap_at_s']:g} s, synthetic retrieval), Kalman fed the "
+                            f"{name}: recovered after / RMSE outside recovery | "
+                            f"{_num(v['recovered_after_s'], 's')} / "
+                            f"{v['rmse_m_outside_recovery']} m | "
+                            f"- | - |")
+    c = loc.get('survey')
+    if c:
+        f, v, d = c['fused'], c['vision_only'], c['imu_only']
+        rows.append(f"| localization | closed-loop {c['minutes']:g}-min survey at "
+                    f"{c['altitude_m']:g} m, 1 Hz rendered '{c['condition']}' images -> "
+                    f"embedder path -> LocalizerCore: fused RMSE (median / p95 / max) | "
+                    f"{f['rmse_m']} m ({f['median_m']} / {f['p95_m']} / {f['max_m']} m) | "
+                    f"<= {c['goal_fused_rmse_m']:g} m | {yes[c['pass']]} |")
+        rows.append(f"| localization | same flight: vision-only (each valid fine fix) RMSE "
+                    f"(median / p95 / max), IMU-only dead reckoning RMSE (final) | "
+                    f"{v.get('rmse_m')} m ({v.get('median_m')} / {v.get('p95_m')} / "
+                    f"{v.get('max_m')} m); {d.get('rmse_m')} m ({d['final_m']} m) | - | - |")
+        lost = ', '.join(f'{a:.0f}-{b:.0f} s (max {m:.0f} m)'
+                         for a, b, m in c['lost_episodes']) or 'none'
+        rows.append(f"| localization | same flight: valid fixes / queries, reseeds, fused "
+                    f"error > 25 m | {c['valid_fixes']} / {c['queries']} "
+                    f"({c['valid_fix_fraction']}), {c['reseeds']}, {lost} | - | - |")
+        rows.append(f"| localization | same flight: query time (LocalizerCore.query) median / "
+                    f"p95, embedding (normalize + describe) median / p95 | "
+                    f"{c['query_ms']['median']} / {c['query_ms']['p95']} ms, "
+                    f"{c['embed_ms']['median']} / {c['embed_ms']['p95']} ms | - | - |")
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--suite', action='append', choices=sorted(SUITES),
                         help='run only these suites (default: all)')
     parser.add_argument('--seconds', type=float, default=10.0,
                         help='length of rate measurements, s')
+    parser.add_argument('--minutes', type=float, default=10.0,
+                        help='simulated survey length of the localization suite, min')
     parser.add_argument('--table-only', action='store_true',
                         help='only rewrite BENCHMARKS.md from bench/results/*.json')
     args = parser.parse_args(argv)
