@@ -180,7 +180,12 @@ class LocalizerCore:
             kxy, kcov = self.kf.position_at(t)
             quiet = self.last_accept_t is None or t - self.last_accept_t >= \
                 self.cfg.kidnap_quiet_s
-            if self.kidnap.update(est, kxy[:2], kcov[:2, :2], self.kf.initialized) and quiet:
+            # the map's mode alone is unverified tile similarities: a wrong tile that keeps
+            # ranking first while fine matching fails gathers probability; so an initialised
+            # filter is moved only where this query's verified fix confirms the mode
+            confirmed = not self.kf.initialized or (valid and self._near_mode(loc, est))
+            if self.kidnap.update(est, kxy[:2], kcov[:2, :2], self.kf.initialized) and quiet \
+                    and confirmed:
                 self.kf.reseed(t, est.mode, est.mode_cov)
                 out.reseeded = True
             if valid and (source == 'prior' or self._agrees(loc, est)):
@@ -218,8 +223,9 @@ class LocalizerCore:
         """A fix from retrieval (not the tracking window) goes to the filter only if the
         probability map's mode agrees with it, or the filter already has a position (its
         gate then decides)."""
-        if self.kf.initialized:
-            return True
+        return self.kf.initialized or self._near_mode(loc, est)
+
+    def _near_mode(self, loc, est):
         d = math.hypot(loc.x - est.mode[0], loc.y - est.mode[1])
         return d <= self.cfg.fix_agreement_sigma * math.sqrt(np.trace(est.mode_cov)) + \
             self.hist.cell
