@@ -5,7 +5,10 @@ pose (nav_msgs/Odometry on `pose_topic`). Plans once it has both; publishes /cov
 (nav_msgs/Path, map frame, transient local), /coverage/grid (OccupancyGrid: 100 swept, 0 still
 to sweep, -1 outside the survey), /coverage/progress (std_msgs/Float32, percent) and
 /diagnostics. When the map gains obstacles that touch the remaining path, only the uncovered
-remainder is replanned, from the current pose.
+remainder is replanned, from the current pose. When the vehicle reaches the end of the path
+with less than `mop_up_goal_percent` swept (odometry drift, a skipped waypoint, a strip the
+follower cut), the uncovered remainder is planned again from there: a mop-up pass, at most
+`max_mop_ups` of them, none once nothing reachable is left.
 """
 
 import math
@@ -26,7 +29,7 @@ from skyloc_coverage.grid import MapError, polygon_mask
 from skyloc_coverage.planner import CoveragePlanner, PlanningError
 from skyloc_coverage.ros_common import (checked_pose, Diagnostics, grid_from_msg,
                                         grid_to_msg, LATCHED, POSE_QOS)
-from skyloc_coverage.tracking import CoverageTracker
+from skyloc_coverage.tracking import at_path_end, CoverageTracker, mop_up_decision
 
 PARAMETERS = [
     ('swath_width', 0.0, 'Swept width of one lane, m (ground robot: the tool width). 0: from '
@@ -52,6 +55,16 @@ PARAMETERS = [
     ('min_replan_interval_s', 2.0, 'Fewest seconds between two replans (changes in between '
      'are checked after it)'),
     ('coverage_goal_percent', 99.0, 'Progress at which the survey counts as complete'),
+    ('mop_up_goal_percent', 99.5, 'At the end of the path with less progress than this, the '
+     'uncovered remainder is planned again from the current pose (a mop-up pass)'),
+    ('max_mop_ups', 3, 'Most mop-up passes in one survey (0: none)'),
+    ('mop_up_squeeze', 0.5, 'When the uncovered remainder is cut off from the vehicle with '
+     'the full radius (inflated LIDAR noise seen from a drifted pose can close a passage), a '
+     'mop-up pass plans with this fraction of the radius; 1: never'),
+    ('path_end_tolerance_m', 0.15, 'The vehicle has reached the end of the path on its last '
+     'segment within this distance of the last waypoint, m'),
+    ('path_end_idle_s', 10.0, 'Or when, having moved since the path was published, it has '
+     'stood still this long anywhere (the follower gave up the waypoints left), s'),
     ('grid_rate', 1.0, 'How often /coverage/grid and /coverage/progress are published, Hz'),
 ]
 
@@ -86,6 +99,7 @@ class CoverageNode(Node):
         self.grid = None
         self.pose = None
         self.plan = None
+        self.active_planner, self.active_mop_up = self.planner, False   # of self.plan
         self.path_cells = None       # plan in cell coordinates, for checks against new maps
         self.progress_index = 0
         self.tracker = None
@@ -93,6 +107,10 @@ class CoverageNode(Node):
         self.pending_change = ''
         self.last_replan = -float('inf')
         self.goal_reached = False
+        self.mop_ups = 0
+        self.end_handled = False     # the end of the current path was reached and acted on
+        self.still_since = None      # (time, x, y): where the vehicle has stood since when
+        self.moved = False           # whether it has moved since the path was published
         self.last_error = ''
         self.create_subscription(OccupancyGrid, '/map', self._on_map, LATCHED)
         self.create_subscription(MapChange, '/map/changes', self._on_change, 10)
@@ -104,6 +122,7 @@ class CoverageNode(Node):
         self.create_timer(1.0 / max(0.1, float(p['grid_rate'])), self._publish_progress)
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(0.5, self._retry_pending)
+        self.create_timer(0.5, self._check_path_end)
         self.get_logger().info(f'swath {width:.2f} m, radius {p["radius"]:g} m; area: '
                                + (f'{len(self.area)}-point polygon' if self.area is not None
                                   else 'the whole map')
@@ -133,6 +152,11 @@ class CoverageNode(Node):
         if pose is None:
             return
         self.pose = pose
+        now = self._now()
+        if self.still_since is None or \
+                math.hypot(pose[0] - self.still_since[1], pose[1] - self.still_since[2]) > 0.05:
+            self.moved = self.moved or self.still_since is not None
+            self.still_since = (now, pose[0], pose[1])
         if self.tracker is not None:
             self.tracker.update(pose[0], pose[1])
         if self.plan is None and self.grid is not None:
@@ -166,6 +190,9 @@ class CoverageNode(Node):
         if self.pending_change and self.plan is not None:
             self._check_remaining(self.pending_change)
 
+    def _now(self):
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _area_mask(self, grid):
         mask = np.ones(grid.data.shape, bool) if self.area is None else \
             polygon_mask(grid, self.area)
@@ -179,17 +206,43 @@ class CoverageNode(Node):
         self.get_logger().error(text, throttle_duration_sec=5.0)
 
     # ------------------------------------------------------------------ planning
-    def _plan(self, why, replan=False):
+    def _plan(self, why, replan=False, mop_up=False):
+        """Plan (or replan, or with `mop_up` plan what the progress still misses); publish
+        the path. False when nothing was published (a planning error, or no mop-up left)."""
         grid, pose = self.grid, self.pose
-        covered = self.tracker.covered if self.tracker is not None else None
+        start = (pose[0], pose[1])
+        covered = None
+        if self.tracker is not None:
+            covered = self.tracker.covered
+            # cells now under (inflated) obstacles are no longer a target; those only cut off
+            # from the current pose stay one (a drifted pose, a passage that LIDAR noise
+            # closes for a while), or the progress would jump to 100% in such a pocket
+            self.tracker.set_target(self.tracker.target & ~self.planner_blocked(grid))
+        planner = self.planner
         try:
-            if replan:   # the rest of the current plan: repaired when the change is local
-                previous = self.plan.path[self.progress_index + 1:] if self.plan else None
-                plan = self.planner.replan(grid, (pose[0], pose[1]), covered=covered,
-                                           area=self.area_mask, previous=previous)
+            if mop_up:   # exactly what the progress counts: the target's uncovered cells
+                covered = covered | ~self.tracker.target
+                plan = planner.replan(grid, start, covered=covered, area=self.area_mask)
+                squeeze = float(self.cfg['mop_up_squeeze'])
+                missing = int((~covered).sum())
+                if 2 * int(plan.todo.sum()) < missing and squeeze < 1.0:   # mostly cut off
+                    tight = CoveragePlanner(
+                        planner.swath_width, planner.radius * max(0.0, squeeze),
+                        unknown_is_free=planner.unknown_is_free, directions=planner.directions)
+                    tight.last_direction = planner.last_direction
+                    squeezed = tight.replan(grid, start, covered=covered, area=self.area_mask)
+                    if squeezed.todo.sum() > plan.todo.sum():
+                        planner, plan = tight, squeezed
+                        why += (' (the rest is cut off with the full radius: planned with '
+                                f'{tight.radius:.2f} m)')
+            elif replan:   # the rest of the current plan: repaired when the change is local
+                planner = self.active_planner
+                if self.active_mop_up:
+                    covered = covered | ~self.tracker.target
+                plan = planner.replan(grid, start, covered=covered, area=self.area_mask,
+                                      previous=self.plan.path[self.progress_index + 1:])
             else:
-                plan = self.planner.plan(grid, (pose[0], pose[1]), area=self.area_mask,
-                                         covered=covered)
+                plan = planner.plan(grid, start, area=self.area_mask, covered=covered)
         except (PlanningError, MapError) as exc:
             self._error(f'cannot plan ({why}): {exc}')
             return False
@@ -199,10 +252,20 @@ class CoverageNode(Node):
         if self.tracker is None:
             self.tracker = CoverageTracker(grid.data.shape, grid.resolution, grid.origin,
                                            self.planner.swath_width, target=plan.todo)
+            self.mop_ups = 0
             self.tracker.update(pose[0], pose[1])
-        else:   # what can no longer be reached is no longer a target
-            self.tracker.set_target(self.tracker.target & ~plan.blocked)
+        if mop_up and not plan.todo.any():
+            t = self.tracker
+            self.get_logger().warning(
+                f'{why}: nothing reachable is left to sweep: progress stays at '
+                f'{t.progress_percent:.1f}%, the {self._missing_m2():.2f} m^2 uncovered cannot '
+                f"be reached from here (unreachable free area "
+                f"{plan.metrics['unreachable_free_area_m2']:.2f} m^2)")
+            return False
         self.plan = plan
+        self.active_planner, self.active_mop_up = planner, mop_up
+        self.end_handled = False
+        self.still_since, self.moved = None, False
         res, origin = grid.resolution, np.asarray(grid.origin)
         self.path_cells = (plan.path - origin) / res
         self.progress_index = 0
@@ -214,6 +277,11 @@ class CoverageNode(Node):
             f"{m['todo_area_m2']:.1f} m^2, planned in {1000 * m['planning_time_s']:.0f} ms")
         self._publish_path()
         return True
+
+    def _missing_m2(self):
+        """Area of the target still uncovered, m^2."""
+        t = self.tracker
+        return float((t.target & ~t.covered).sum()) * self.grid.resolution ** 2
 
     def _advance_progress(self):
         """Index of the path segment the vehicle is on (monotone, a short window ahead)."""
@@ -233,15 +301,16 @@ class CoverageNode(Node):
     def _check_remaining(self, why):
         """Replan when newly occupied cells block the rest of the path (at most once every
         min_replan_interval_s; a change that arrives sooner is checked after it)."""
-        if not self.cfg['replan'] or self.goal_reached or self.grid is None:
+        if not self.cfg['replan'] or self.grid is None or self.end_handled or \
+                (self.goal_reached and not self.mop_ups):
             return
-        now = self.get_clock().now().nanoseconds * 1e-9
+        now = self._now()
         if now - self.last_replan < float(self.cfg['min_replan_interval_s']):
             return
         self.pending_change = ''
         i = self._advance_progress()
         grid = self.grid
-        blocked = self.planner_blocked(grid)
+        blocked = self.planner_blocked(grid, self.active_planner)
         free = ~blocked
         rest = self.path_cells[i:]
         hit = [k for k in range(len(rest) - 1)
@@ -256,9 +325,35 @@ class CoverageNode(Node):
                                  'ms': round(ms, 1), 'why': why,
                                  'path_length_m': self.plan.metrics['path_length_m']})
 
-    def planner_blocked(self, grid):
+    def _check_path_end(self):
+        """At the end of the path with progress below mop_up_goal_percent: a mop-up pass
+        over the uncovered remainder, from the current pose (at most max_mop_ups)."""
+        if self.plan is None or self.tracker is None or self.pose is None or self.end_handled:
+            return
+        i = self._advance_progress()
+        x, y = self.pose[:2]
+        still_s = self._now() - self.still_since[0] if self.still_since and self.moved else 0.0
+        if not at_path_end(self.plan.path, i, (x, y), float(self.cfg['path_end_tolerance_m']),
+                           still_s, float(self.cfg['path_end_idle_s'])):
+            return
+        self.end_handled = True
+        t = self.tracker
+        limit = int(self.cfg['max_mop_ups'])
+        again, why = mop_up_decision(t.progress_percent, float(self.cfg['mop_up_goal_percent']),
+                                     self.mop_ups, limit)
+        if not again:
+            self.get_logger().info(f'end of the path at ({x:.2f}, {y:.2f}): {why}; done')
+            return
+        self.mop_ups += 1
+        self.get_logger().info(
+            f'end of the path at ({x:.2f}, {y:.2f}): {why}: mop-up pass {self.mop_ups} of '
+            f'{limit} over the {self._missing_m2():.2f} m^2 still uncovered')
+        self._plan(f'mop-up {self.mop_ups}/{limit}', mop_up=True)
+
+    def planner_blocked(self, grid, planner=None):
         from skyloc_coverage.grid import blocked_mask
-        return blocked_mask(grid, self.planner.radius, self.planner.unknown_is_free,
+        planner = planner or self.planner
+        return blocked_mask(grid, planner.radius, planner.unknown_is_free,
                             self.area_mask, margin=0.25 * grid.resolution)
 
     # ------------------------------------------------------------------ outputs
@@ -299,15 +394,17 @@ class CoverageNode(Node):
     def _publish_diagnostics(self):
         values = {'progress_percent': f'{self.tracker.progress_percent:.1f}'
                   if self.tracker else 'n/a', 'replans': len(self.replans),
-                  'goal_reached': self.goal_reached}
+                  'mop_ups': self.mop_ups, 'goal_reached': self.goal_reached}
         if self.plan is not None:
             m = self.plan.metrics
             keys = ('path_length_m', 'turns', 'planning_time_s', 'unreachable_free_area_m2')
             values.update({k: m[k] for k in keys})
+            values['plan_radius_m'] = self.active_planner.radius
         if self.replans:
             values['last_replan_ms'] = self.replans[-1]['ms']
         state = ('waiting for /map and pose' if self.plan is None else
-                 'coverage goal reached' if self.goal_reached else 'covering')
+                 'coverage goal reached' if self.goal_reached else
+                 'mopping up' if self.mop_ups else 'covering')
         self.diag.publish(state, values)
 
 

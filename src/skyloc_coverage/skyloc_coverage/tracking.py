@@ -1,7 +1,9 @@
 """Coverage tracking: which cells the footprint has swept, from the vehicle's own pose.
 
 The footprint is the planner's: a disc of diameter ``swath_width`` dragged along the pose
-track (OpenCV draws thick lines with round ends, which is that shape).
+track (OpenCV draws thick lines with round ends, which is that shape). `at_path_end` and
+`mop_up_decision` decide, at the end of a path, whether the uncovered remainder is planned
+again (a mop-up pass).
 """
 
 import math
@@ -60,3 +62,27 @@ class CoverageTracker:
         if n == 0:
             return 100.0
         return 100.0 * float((self.covered & self.target).sum()) / n
+
+
+def at_path_end(path, index, position, tolerance, still_s, idle_s):
+    """Whether the vehicle is done with `path` (N x 2): on the last segment (`index`: the
+    segment it is on) within `tolerance` of the last waypoint, or standing still for `idle_s`
+    anywhere (`still_s`: since when; the follower has given up waypoints it got stuck at, the
+    last one included, and the segment index may have lost it). Any consistent units."""
+    if len(path) == 0 or still_s >= idle_s:
+        return True
+    if index < len(path) - 2:
+        return False
+    end = np.asarray(path[-1], float)
+    return math.hypot(position[0] - end[0], position[1] - end[1]) <= tolerance
+
+
+def mop_up_decision(progress_percent, goal_percent, mop_ups, max_mop_ups):
+    """At the end of a path: (True, why) when the uncovered remainder is to be planned again,
+    (False, why) when the survey stops there (goal met, or every mop-up pass spent)."""
+    if progress_percent >= goal_percent:
+        return False, f'coverage {progress_percent:.1f}% >= {goal_percent:g}%'
+    if mop_ups >= max_mop_ups:
+        return False, (f'coverage {progress_percent:.1f}% < {goal_percent:g}% but '
+                       f'{mop_ups} of {max_mop_ups} mop-up passes spent')
+    return True, f'coverage {progress_percent:.1f}% < {goal_percent:g}%'

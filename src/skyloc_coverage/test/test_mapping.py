@@ -8,7 +8,7 @@ import pytest
 from skyloc_coverage.follower import FollowerConfig, PurePursuit
 from skyloc_coverage.grid import GridMap, inflate, load_map, MapError, save_map
 from skyloc_coverage.mapping import OccupancyMapper
-from skyloc_coverage.tracking import CoverageTracker
+from skyloc_coverage.tracking import at_path_end, CoverageTracker, mop_up_decision
 
 
 def wall_scan(distance, n=360):
@@ -118,6 +118,60 @@ def test_tracker_sweeps_the_footprint():
     t.update(8.0, 9.5)                                # a jump (relocalised): not swept
     assert not t.covered[int(7 / 0.1), int(8.0 / 0.1)]
     assert t.covered.sum() - before < 100
+
+
+def test_path_end_is_the_last_waypoint_on_the_last_segment_or_standing_still():
+    path = np.array([(0.0, 0.0), (4.0, 0.0), (4.0, 1.0), (0.0, 1.0)])
+    # near the last waypoint, but still on the first lane (it passes close to the end)
+    assert not at_path_end(path, 0, (0.05, 0.9), 0.15, 5.0, 10.0)
+    assert at_path_end(path, 0, (2.0, 0.0), 0.15, 10.0, 10.0)         # stopped: given up
+    assert not at_path_end(path, 2, (2.0, 1.0), 0.15, 1.0, 10.0)      # on its way
+    assert at_path_end(path, 2, (0.1, 1.0), 0.15, 0.0, 10.0)          # arrived
+    assert at_path_end(path, 2, (1.0, 1.0), 0.15, 12.0, 10.0)         # gave the end up
+    assert not at_path_end(path[:1], 0, (3.0, 3.0), 0.15, 0.0, 10.0)  # one point: go there
+    assert at_path_end(path[:1], 0, (0.1, 0.0), 0.15, 0.0, 10.0)
+    assert at_path_end(np.zeros((0, 2)), 0, (3.0, 3.0), 0.15, 0.0, 10.0)
+
+
+def test_mop_up_decision():
+    assert mop_up_decision(97.0, 99.5, 0, 3) == (True, 'coverage 97.0% < 99.5%')
+    assert mop_up_decision(99.2, 99.5, 2, 3)[0]
+    again, why = mop_up_decision(99.2, 99.5, 3, 3)
+    assert not again and '3 of 3 mop-up passes spent' in why
+    assert not mop_up_decision(99.6, 99.5, 0, 3)[0]
+    assert not mop_up_decision(50.0, 99.5, 0, 0)[0]                   # mop-ups off
+
+
+def test_a_mop_up_pass_sweeps_what_the_first_pass_missed():
+    """What the node does at the end of a path: plan the target's uncovered cells from the
+    current pose; following that path brings the progress to the goal."""
+    from skyloc_coverage.planner import CoveragePlanner
+    data = np.zeros((50, 60), np.int8)
+    data[0, :] = data[-1, :] = data[:, 0] = data[:, -1] = 100
+    data[20:30, 25:35] = 100
+    grid = GridMap(data, 0.1, (0.0, 0.0))
+    planner = CoveragePlanner(0.5, 0.2)
+    plan = planner.plan(grid, (0.5, 0.5))
+    t = CoverageTracker(data.shape, 0.1, (0.0, 0.0), 0.5, target=plan.todo)
+    path = plan.path
+    for a, b in zip(path[:-1], path[1:]):    # the first pass, with a lane left out
+        if a[1] == b[1] and 2.0 < a[1] < 3.5 and a[0] != b[0]:
+            t.update(*b)
+            t._last = None
+            continue
+        for s in np.linspace(0.0, 1.0, 10):
+            t.update(*(a + s * (b - a)))
+    first = t.progress_percent
+    again, _ = mop_up_decision(first, 99.5, 0, 3)
+    assert again and first < 97.0
+    mop = planner.replan(grid, tuple(path[-1]), covered=t.covered | ~t.target)
+    assert mop.todo.sum() == (t.target & ~t.covered).sum()
+    assert mop.metrics['path_length_m'] < plan.metrics['path_length_m'] / 2
+    for a, b in zip(mop.path[:-1], mop.path[1:]):
+        for s in np.linspace(0.0, 1.0, 10):
+            t.update(*(a + s * (b - a)))
+    assert t.progress_percent >= 99.5
+    assert not mop_up_decision(t.progress_percent, 99.5, 1, 3)[0]
 
 
 def track(path, holonomic, seconds=120.0):
