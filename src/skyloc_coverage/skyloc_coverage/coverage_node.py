@@ -12,7 +12,6 @@ follower cut), the uncovered remainder is planned again from there: a mop-up pas
 """
 
 import math
-import os
 import time
 
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -21,7 +20,7 @@ from nav_msgs.msg import Odometry, OccupancyGrid, Path
 import numpy as np
 from rclpy.node import Node
 from skyloc_interfaces.msg import MapChange
-from skyloc_sim.node_main import declare_parameters, run_node
+from skyloc_sim.node_main import declare_parameters, run_node, workspace_path
 from std_msgs.msg import Float32
 
 from skyloc_coverage import gridpath
@@ -67,12 +66,6 @@ PARAMETERS = [
      'stood still this long anywhere (the follower gave up the waypoints left), s'),
     ('grid_rate', 1.0, 'How often /coverage/grid and /coverage/progress are published, Hz'),
 ]
-
-
-def workspace_path(path):
-    if not path or os.path.isabs(path):
-        return path
-    return os.path.join(os.environ.get('SKYLOC_ROOT') or os.getcwd(), path)
 
 
 def _polygon(flat, what):

@@ -20,7 +20,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import LaserScan
 from skyloc_interfaces.msg import MapChange
-from skyloc_sim.node_main import declare_parameters, run_node
+from skyloc_sim.node_main import declare_parameters, run_node, workspace_path
 
 from skyloc_coverage.grid import GridMap, inflate, load_map, MapError, UNKNOWN
 from skyloc_coverage.mapping import OccupancyMapper
@@ -54,12 +54,6 @@ PARAMETERS = [
     ('publish_rate', 2.0, 'Most /map messages per second (only when something changed), Hz'),
     ('max_cells', 5000, 'Most cell indices listed in one /map/changes message'),
 ]
-
-
-def workspace_path(path):
-    if not path or os.path.isabs(path):
-        return path
-    return os.path.join(os.environ.get('SKYLOC_ROOT') or os.getcwd(), path)
 
 
 class MapHandlerNode(Node):

@@ -206,3 +206,14 @@ def test_follower_flies_a_boustrophedon_without_cutting_corners(holonomic):
         assert np.hypot(*(a + t[:, None] * d - p).T).min() < 0.08
     for corner in pts[1:-1]:   # every corner is reached, not cut
         assert np.hypot(*(trace - corner).T).min() < 0.08
+
+
+def test_workspace_path(monkeypatch, tmp_path):
+    from skyloc_sim.node_main import workspace_path
+    monkeypatch.setenv('SKYLOC_ROOT', str(tmp_path))
+    assert workspace_path('maps/a.yaml') == str(tmp_path / 'maps' / 'a.yaml')
+    assert workspace_path('/abs/a.yaml') == '/abs/a.yaml'
+    assert workspace_path('') == ''
+    monkeypatch.delenv('SKYLOC_ROOT')
+    monkeypatch.chdir(tmp_path)
+    assert workspace_path('a.yaml') == str(tmp_path / 'a.yaml')

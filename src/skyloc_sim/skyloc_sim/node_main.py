@@ -1,5 +1,9 @@
-"""The `main()` of every skyloc node: init, spin, and a clean exit on Ctrl-C or SIGINT."""
+"""The `main()` of every skyloc node: init, spin, and a clean exit on Ctrl-C or SIGINT.
 
+Also what every node needs for its parameters: `declare_parameters` and `workspace_path`.
+"""
+
+import os
 import sys
 
 import rclpy
@@ -48,3 +52,11 @@ def declare_parameters(node, table):
         node.declare_parameter(name, default, ParameterDescriptor(
             description=description, dynamic_typing=isinstance(default, float)))
     return {name: node.get_parameter(name).value for name, _, _ in table}
+
+
+def workspace_path(path):
+    """A path parameter as a file path: relative paths are from the workspace root
+    ($SKYLOC_ROOT, else the current directory); absolute and empty paths are unchanged."""
+    if not path or os.path.isabs(path):
+        return path
+    return os.path.join(os.environ.get('SKYLOC_ROOT') or os.getcwd(), path)
