@@ -210,7 +210,8 @@ class CoverageNode(Node):
             # cells now under (inflated) obstacles are no longer a target; those only cut off
             # from the current pose stay one (a drifted pose, a passage that LIDAR noise
             # closes for a while), or the progress would jump to 100% in such a pocket
-            self.tracker.set_target(self.tracker.target & ~self.planner_blocked(grid))
+            blocked = self.planner.blocked(grid, self.area_mask)
+            self.tracker.set_target(self.tracker.target & ~blocked)
         planner = self.planner
         try:
             if mop_up:   # exactly what the progress counts: the target's uncovered cells
@@ -303,8 +304,7 @@ class CoverageNode(Node):
         self.pending_change = ''
         i = self._advance_progress()
         grid = self.grid
-        blocked = self.planner_blocked(grid, self.active_planner)
-        free = ~blocked
+        free = ~self.active_planner.blocked(grid, self.area_mask)
         rest = self.path_cells[i:]
         hit = [k for k in range(len(rest) - 1)
                if not gridpath.segment_free(free, rest[k], rest[k + 1])]
@@ -342,12 +342,6 @@ class CoverageNode(Node):
             f'end of the path at ({x:.2f}, {y:.2f}): {why}: mop-up pass {self.mop_ups} of '
             f'{limit} over the {self._missing_m2():.2f} m^2 still uncovered')
         self._plan(f'mop-up {self.mop_ups}/{limit}', mop_up=True)
-
-    def planner_blocked(self, grid, planner=None):
-        from skyloc_coverage.grid import blocked_mask
-        planner = planner or self.planner
-        return blocked_mask(grid, planner.radius, planner.unknown_is_free,
-                            self.area_mask, margin=0.25 * grid.resolution)
 
     # ------------------------------------------------------------------ outputs
     def _publish_path(self):

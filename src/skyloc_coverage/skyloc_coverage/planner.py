@@ -172,6 +172,13 @@ class CoveragePlanner:
 
     # -- public API ----------------------------------------------------------------------
 
+    def blocked(self, grid, area=None):
+        """Where this planner keeps the vehicle centre out of (bool mask, row 0 = bottom):
+        obstacles (and unknown cells unless unknown_is_free) inflated by the radius plus a
+        quarter cell, and everything outside `area` (bool mask, default the whole grid)."""
+        return blocked_mask(grid, self.radius, self.unknown_is_free, area,
+                            margin=0.25 * grid.resolution)
+
     def plan(self, grid, start, area=None, covered=None, previous=None):
         """Plan a coverage path over `grid` from `start` (x, y, map frame).
 
@@ -187,7 +194,7 @@ class CoveragePlanner:
             raise PlanningError('the map is empty (0 cells)')
         res = grid.resolution
         warnings = []
-        blocked = blocked_mask(grid, self.radius, self.unknown_is_free, area, margin=0.25 * res)
+        blocked = self.blocked(grid, area)
         free_all = ~blocked
         if not free_all.any():
             raise PlanningError('no free cell: every cell is an obstacle, unknown, outside the '

@@ -177,6 +177,20 @@ def test_unreachable_region_is_reported_and_the_rest_covered():
     assert hits == 0 and coverage >= 99.5
 
 
+def test_blocked_is_what_the_plan_keeps_out_of_and_no_more():
+    occ = np.zeros((60, 90), bool)
+    occ[:, 40:44] = True                       # a wall: the right half cannot be reached
+    grid = grid_of(occ)
+    area = np.ones(occ.shape, bool)
+    area[:, 80:] = False
+    planner = CoveragePlanner(0.8, 0.3)
+    blocked = planner.blocked(grid, area)
+    assert (blocked == (blocked_by(occ, 0.1, 0.3 + 0.025) | ~area)).all()
+    plan = planner.plan(grid, grid.centre_of(10, 30), area=area)
+    assert (plan.blocked >= blocked).all()      # and what cannot be reached from the start
+    assert not blocked[:, 50:80].any() and plan.blocked[:, 50:80].all()
+
+
 def test_empty_and_fully_occupied_maps_raise_clear_errors():
     planner = CoveragePlanner(1.0, 0.2)
     with pytest.raises(PlanningError, match='empty'):
