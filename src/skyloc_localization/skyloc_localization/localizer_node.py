@@ -14,7 +14,6 @@ barometer, no camera) is logged, counted and reported on /diagnostics; the node 
 """
 
 import math
-import os
 import threading
 import time
 
@@ -31,7 +30,7 @@ from sensor_msgs.msg import BatteryState, FluidPressure, Image, Imu
 from skyloc_interfaces.msg import Descriptor
 from std_msgs.msg import Float32, String
 
-from skyloc_sim.node_main import declare_parameters, run_node
+from skyloc_sim.node_main import declare_parameters, run_node, workspace_path
 
 OK, WARN, ERROR = 0, 1, 2   # DiagnosticStatus levels (the message's constants are bytes)
 
@@ -143,25 +142,20 @@ class LocalizerNode(Node):
         self._update_rate()
 
     # ------------------------------------------------------------------ set-up
-    def _resolve(self, path):
-        if not path or os.path.isabs(path):
-            return path
-        return os.path.join(os.environ.get('SKYLOC_ROOT') or os.getcwd(), path)
-
     def _load(self, p):
         from skyloc_localization.core import CoreConfig, LocalizerCore
         from skyloc_localization.database import DatabaseError, load_database
         from skyloc_localization.health import HealthConfig
         from skyloc_localization.kalman import KalmanConfig
         from skyloc_localization.rate import RateConfig
-        path = self._resolve(p['database'])
+        path = workspace_path(p['database'])
         t0 = time.perf_counter()
         try:
             bundle = None
             if p['bundle']:
                 from skyloc_perception.bundle import BundleError, load_bundle
                 try:
-                    bundle = load_bundle(self._resolve(p['bundle']))
+                    bundle = load_bundle(workspace_path(p['bundle']))
                 except BundleError as exc:
                     raise DatabaseError(f'model bundle: {exc}') from exc
             db = load_database(path, bundle)

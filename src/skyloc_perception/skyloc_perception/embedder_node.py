@@ -58,7 +58,8 @@ from skyloc_perception.bundle import (BundleError, DescriptorPipeline,  # noqa: 
 from skyloc_perception.image import image_from_msg, ImageError  # noqa: E402
 from skyloc_perception.normalize import (band_for_altitude, CameraIntrinsics,  # noqa: E402
                                          normalize_query)
-from skyloc_sim.node_main import declare_parameters, run_node  # noqa: E402
+from skyloc_sim.node_main import (declare_parameters, run_node,  # noqa: E402
+                                  workspace_path)
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -150,14 +151,8 @@ class EmbedderNode(Node):
                           callback_group=MutuallyExclusiveCallbackGroup())
 
     # ------------------------------------------------------------------ set-up
-    def _resolve(self, path):
-        if not path or os.path.isabs(path):
-            return path
-        root = os.environ.get('SKYLOC_ROOT') or os.getcwd()
-        return os.path.join(root, path)
-
     def _load(self, p):
-        path = self._resolve(p['bundle'] or '.cache/bundles/default')
+        path = workspace_path(p['bundle'] or '.cache/bundles/default')
         try:
             bundle = load_bundle(path)
             self.pipeline = DescriptorPipeline(bundle, threads=int(p['threads']),
@@ -167,7 +162,7 @@ class EmbedderNode(Node):
             self.get_logger().error(f'model bundle unusable, not embedding: {exc}')
             return
         if p['database']:
-            self._load_database(self._resolve(p['database']), bundle)
+            self._load_database(workspace_path(p['database']), bundle)
         self.get_logger().info(
             f'bundle {path}: {bundle.backend} {bundle.kind}, descriptor dim '
             f'{self.pipeline.dim}, model_id {bundle.model_id[:12]}; footprint '
