@@ -205,9 +205,45 @@ def simulate(minutes=10.0, seed=0, altitude=100.0, prior=False, progress=True, l
             'health': core.health.state, 'tiles': len(db)}
 
 
+def plot_survey(path, ts, truth, fused, dr, use, queries):
+    """PNG: the flown track (truth, fused, IMU-only) and the errors over time."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(13, 5.5), dpi=100)
+    FigureCanvasAgg(fig)
+    a, b = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    a.plot(truth[:, 0], truth[:, 1], color='0.2', lw=2.5, label='ground truth')
+    a.plot(fused[use, 0], fused[use, 1], color='tab:green', lw=1, label='fused (skyloc)')
+    a.plot(dr[:, 0], dr[:, 1], color='tab:red', lw=0.8, alpha=0.7, label='IMU only')
+    a.set_xlim(-600, 600)
+    a.set_ylim(-600, 600)
+    a.set_aspect('equal')
+    a.set_xlabel('x east (m)')
+    a.set_ylabel('y north (m)')
+    a.legend(loc='upper right', fontsize=8)
+    a.set_title('track over the 1200 m procedural world')
+    h_fused = np.linalg.norm(fused[:, :2] - truth[:, :2], axis=1)
+    h_dr = np.linalg.norm(dr[:, :2] - truth[:, :2], axis=1)
+    b.semilogy(ts[use], np.maximum(h_fused[use], 0.05), color='tab:green', lw=1,
+               label='fused')
+    b.semilogy(ts, np.maximum(h_dr, 0.05), color='tab:red', lw=0.8, label='IMU only')
+    v = [(q['t'], max(q['error_m'], 0.05)) for q in queries if q['valid']]
+    if v:
+        b.semilogy(*zip(*v), '.', color='tab:blue', ms=3, label='vision-only fixes')
+    b.axhline(5.0, color='0.5', ls='--', lw=0.8, label='goal 5 m (RMSE)')
+    b.set_xlabel('time (s)')
+    b.set_ylabel('horizontal error (m)')
+    b.legend(loc='upper left', fontsize=8)
+    b.set_title('error against the ground truth')
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
 def bench_survey(minutes=10.0, seed=0, altitude=100.0, prior=False, progress=True, log=None,
-                 latency_s=LATENCY_S):
-    """Fused vs vision-only vs IMU-only errors over one flight; see the module docstring."""
+                 latency_s=LATENCY_S, plot=None):
+    """Fused vs vision-only vs IMU-only errors over one flight; see the module docstring.
+    ``plot``: a PNG path for the track and the errors over time."""
     t0 = time.perf_counter()
     r = simulate(minutes, seed, altitude, prior, progress, log, latency_s)
     wall = time.perf_counter() - t0
@@ -271,6 +307,8 @@ def bench_survey(minutes=10.0, seed=0, altitude=100.0, prior=False, progress=Tru
         'goal_fused_rmse_m': GOAL_RMSE_M,
         'pass': bool(fused_stats.get('rmse_m') is not None
                      and fused_stats['rmse_m'] <= GOAL_RMSE_M)}
+    if plot:
+        out['plot'] = os.path.relpath(plot_survey(plot, ts, truth, fused, dr, use, qs))
     return out
 
 
@@ -307,9 +345,10 @@ def main(argv=None):
     p.add_argument('--latency', type=float, default=LATENCY_S,
                    help='image stamp -> descriptor at the localizer, s')
     p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--plot', help='write the track and errors over time to this PNG')
     args = p.parse_args(argv)
     out = bench_survey(args.minutes, args.seed, args.altitude, args.prior,
-                       not args.no_progress, latency_s=args.latency)
+                       not args.no_progress, latency_s=args.latency, plot=args.plot)
     print(json.dumps(out, indent=2))
     return 0
 

@@ -105,7 +105,8 @@ def run_localization(args):
     out['recall'] = bench_localization.bench_localization()
     print(f'[bench] localization: closed-loop {args.minutes:g}-minute survey (bench_survey)',
           flush=True)
-    out['survey'] = bench_survey.bench_survey(args.minutes)
+    out['survey'] = bench_survey.bench_survey(
+        args.minutes, plot=os.path.join(HERE, 'results', 'survey.png'))
     return out
 
 
@@ -145,8 +146,10 @@ def table(results):
                   '(bench/results/localization.json); the parts alone: '
                   '`python bench/bench_localization.py` (Recall@1), '
                   '`python bench/bench_filters.py` (step times, synthetic survey, kidnap), '
-                  '`python bench/bench_survey.py [--minutes 10]` (closed-loop survey: rendered '
-                  'images -> embedder path -> LocalizerCore).']
+                  '`python bench/bench_survey.py [--minutes 10] [--plot PNG]` (closed-loop '
+                  'survey: rendered images -> embedder path -> LocalizerCore; track and errors '
+                  'over time: bench/results/survey.png), `python bench/bench_cold_start.py` '
+                  '(10k-tile database).']
     return '\n'.join(lines + notes) + '\n'
 
 
