@@ -134,7 +134,9 @@ class FollowerNode(Node):
         anywhere (a bumper stop, a wheel against furniture), back up for backup_s."""
         if t < self.backup_until:
             return True
-        moving = math.hypot(vx, vy) > 0.05
+        # commanded to move: the pursuit's slowest approach command is 0.05 m/s, so a robot
+        # blocked on its final approach must count (with > 0.05 it never did)
+        moving = math.hypot(vx, vy) > 0.02
         if not moving or self.stuck_ref is None or \
                 math.hypot(x - self.stuck_ref[1], y - self.stuck_ref[2]) > 0.03:
             self.stuck_ref = (t, x, y)

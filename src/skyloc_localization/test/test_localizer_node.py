@@ -145,7 +145,7 @@ def test_fix_from_descriptors_and_bad_input_survived(tmp_path, data):
         pose = drv.poses[-1].pose
         err = math.hypot(pose.pose.position.x - truth[0], pose.pose.position.y - truth[1])
         assert err < 5.0, (pose.pose.position, drv.messages()[-3:])
-        assert math.sqrt(pose.covariance[0]) < 5.0
+        assert math.sqrt(pose.covariance[0]) < 8.0      # from a 50 m prior
         assert abs(pose.pose.position.z - ALTITUDE) < 3.0   # barometer, ISA
         grid = drv.maps[-1]
         assert grid.info.resolution == pytest.approx(5.0) and grid.info.width == 60
