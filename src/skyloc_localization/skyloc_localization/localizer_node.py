@@ -30,7 +30,7 @@ from sensor_msgs.msg import BatteryState, FluidPressure, Image, Imu
 from skyloc_interfaces.msg import Descriptor
 from std_msgs.msg import Float32, String
 
-from skyloc_sim.node_main import declare_parameters, run_node, workspace_path
+from skyloc_sim.node_main import declare_parameters, rss_mb, run_node, workspace_path
 
 OK, WARN, ERROR = 0, 1, 2   # DiagnosticStatus levels (the message's constants are bytes)
 
@@ -75,17 +75,6 @@ PARAMETERS = [
 
 def stamp_s(stamp):
     return stamp.sec + stamp.nanosec * 1e-9
-
-
-def rss_mb():
-    try:
-        with open('/proc/self/status') as stream:
-            for line in stream:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float('nan')
 
 
 class LocalizerNode(Node):

@@ -58,7 +58,7 @@ from skyloc_perception.bundle import (BundleError, DescriptorPipeline,  # noqa: 
 from skyloc_perception.image import image_from_msg, ImageError  # noqa: E402
 from skyloc_perception.normalize import (band_for_altitude, CameraIntrinsics,  # noqa: E402
                                          normalize_query)
-from skyloc_sim.node_main import (declare_parameters, run_node,  # noqa: E402
+from skyloc_sim.node_main import (declare_parameters, rss_mb, run_node,  # noqa: E402
                                   workspace_path)
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -90,18 +90,6 @@ PARAMETERS = [
     ('threads', 1, 'Inference threads (ONNX Runtime intra-op)'),
     ('float16', False, 'Publish the descriptor after rounding to float16'),
 ]
-
-
-def rss_mb():
-    """Resident set size of this process, MB (Linux /proc)."""
-    try:
-        with open('/proc/self/status') as stream:
-            for line in stream:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float('nan')
 
 
 class EmbedderNode(Node):

@@ -60,3 +60,15 @@ def workspace_path(path):
     if not path or os.path.isabs(path):
         return path
     return os.path.join(os.environ.get('SKYLOC_ROOT') or os.getcwd(), path)
+
+
+def rss_mb():
+    """Resident set size of this process, MB (Linux /proc)."""
+    try:
+        with open('/proc/self/status') as stream:
+            for line in stream:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float('nan')
