@@ -189,8 +189,9 @@ def _room_run(tmp_path, domain):
     ]
     lis = Listener(domain)
     try:
-        assert lis.wait_until(lambda: lis.got['path'], 60), 'no coverage path'
-        reached = lis.wait_until(
+        # no path in 60 s: the nodes did not discover each other (seen once in CI, the
+        # coverage node still 'waiting for /map and /odom'); a failed attempt, not the test
+        reached = bool(lis.wait_until(lambda: lis.got['path'], 60)) and lis.wait_until(
             lambda: lis.got['progress'] and lis.got['progress'][-1] >= 90.0, 420)
         progress = lis.got['progress'][-1] if lis.got['progress'] else None
         assert all(p.poll() is None for p in procs), 'a node died'
@@ -215,7 +216,8 @@ def test_ground_robot_covers_a_room_on_its_own_odometry(tmp_path):
 
     Two attempts: the drifting odometry sometimes wedges the robot against furniture for
     minutes on the shared 2-core CI machine (one CI run stopped at 71.6% after 121 backups,
-    alone it passes in about 2 min); a second, fresh run must then reach the goal.
+    alone it passes in about 2 min), and once in CI the four processes never discovered each
+    other (no path after 60 s); a second, fresh run must then reach the goal.
     """
     attempts = []
     for attempt in range(2):
