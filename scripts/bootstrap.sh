@@ -38,11 +38,14 @@ fi
 # machine's wheel cache), which make test needs for the ViT and training/ tests.
 if [ "${1:-}" = "--training" ]; then
   TSTAMP=$VENV/.skyloc-training.sha256
-  twant=$(sha256sum requirements-training.txt | cut -d' ' -f1)
+  twant=$(sha256sum requirements-training.txt training/pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$TSTAMP" 2>/dev/null)" != "$twant" ]; then
     echo "[bootstrap] installing training extras (torch, timm, onnx) from requirements-training.txt"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
       -r requirements-training.txt 2> >(grep -v 'is ignored: it is neither a file' >&2)
+    # skyloc_training (training/, not a ROS package): editable, its commands on PATH
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+      --no-build-isolation -e training
     echo "$twant" > "$TSTAMP"
   fi
 fi
