@@ -195,12 +195,20 @@ def make_backbone(bundle, threads=1):
                                     **bundle.meta.get('rootsift', {}))
     else:
         from skyloc_perception.vit_onnx import OnnxVitBackbone
+        # a global model outputs its descriptor ([1, D]): no CLS/register tokens to drop
+        drop = int(bundle.meta.get('drop_tokens', 1 if bundle.kind == 'local_vlad' else 0))
         try:
             backbone = OnnxVitBackbone(bundle.onnx_path, bundle.input_size,
                                        name=bundle.meta.get('name', 'vit'), threads=threads,
-                                       drop_tokens=int(bundle.meta.get('drop_tokens', 1)))
+                                       drop_tokens=drop)
         except (OSError, RuntimeError, ValueError) as exc:
             raise BundleError(f'{bundle.onnx_path}: cannot load the ONNX model: {exc}') from exc
+        if bundle.kind == 'global' and bundle.meta.get('output_dim') and bundle.pca is None:
+            got = backbone.dim * backbone.num_patches
+            if got != int(bundle.meta['output_dim']):
+                raise BundleError(f"{bundle.file('bundle.json')}: output_dim "
+                                  f"{bundle.meta['output_dim']} does not match the ONNX "
+                                  f'model output ({backbone.num_patches} x {backbone.dim})')
     if bundle.kind == 'local_vlad' and backbone.dim != bundle.vocabulary.shape[1]:
         raise BundleError(f"{bundle.file('vocabulary.npy')}: vocabulary dimension "
                           f'{bundle.vocabulary.shape[1]} does not match the backbone '

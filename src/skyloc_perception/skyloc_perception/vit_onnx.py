@@ -4,7 +4,9 @@ Imports only numpy and onnxruntime (OpenCV only to resize an image that is not S
 torch). The ONNX model is a DINOv2/DINOv3 ViT truncated at a chosen layer and facet (written by
 ``vit_torch.export_onnx``): its one input is a ``[1, 3, S, S]`` float32 image normalised with
 the ImageNet mean/std, its output ``tokens`` is ``[1, T, D]`` float32 with all tokens (CLS, then
-register tokens if any, then the ``N = (S / p)^2`` patch tokens in row-major order).
+register tokens if any, then the ``N = (S / p)^2`` patch tokens in row-major order).  A global
+model (bundle kind ``global``: the whole network and a head) outputs one ``[1, D]`` descriptor
+instead, read here as a single token (``T = 1``, use ``drop_tokens=0``).
 """
 
 import ctypes
@@ -172,8 +174,11 @@ class OnnxVitBackbone:
             raise ValueError(f'{self.path}: model input is {in_shape[2:]} px, '
                              f'input_size is {self.input_size}')
         out_shape = list(outputs[names.index(self._output_name)].shape)
+        if len(out_shape) == 2:  # a global descriptor [1, D]: one token of dimension D
+            out_shape = [out_shape[0], 1, out_shape[1]]
         if len(out_shape) != 3:
-            raise ValueError(f'{self.path}: expected a [1, T, D] token output, got {out_shape}')
+            raise ValueError(f'{self.path}: expected a [1, T, D] token output or a [1, D] '
+                             f'descriptor, got {out_shape}')
         dim, tokens = out_shape[2], out_shape[1]
         if not isinstance(dim, int) or not isinstance(tokens, int):
             probe = self._run(np.zeros((1, 3, self.input_size, self.input_size), np.float32))
@@ -186,7 +191,8 @@ class OnnxVitBackbone:
                              f'drop_tokens={self.drop_tokens} leaves none')
 
     def _run(self, x):
-        return self.session.run([self._output_name], {self._input_name: x})[0]
+        out = self.session.run([self._output_name], {self._input_name: x})[0]
+        return out[:, None, :] if out.ndim == 2 else out  # [1, D] descriptor -> [1, 1, D]
 
     def tokens(self, rgb):
         """H x W x 3 uint8 RGB -> [T, D] float32 raw tokens (all of them, not normalised)."""

@@ -353,3 +353,53 @@ def test_onnx_backbone_missing_or_corrupt_file(tmp_path, exported):
         OnnxVitBackbone(str(corrupt), SIZE)
     with pytest.raises(ValueError, match='input_size'):
         OnnxVitBackbone(exported[1], 224)
+
+
+# ----------------------------------------------------------------------------- global bundle
+
+class _GlobalNet(torch.nn.Module):
+    """Full ViT -> CLS token -> Linear 384 -> 256 -> L2 norm: a [1, 256] global descriptor."""
+
+    def __init__(self, vit):
+        super().__init__()
+        self.vit = vit
+        self.head = torch.nn.Linear(D, 256)
+        torch.nn.init.normal_(self.head.weight, std=0.05, generator=torch.Generator()
+                              .manual_seed(0))
+
+    def forward(self, x):
+        cls = self.vit.forward_features(x)[:, 0]
+        return torch.nn.functional.normalize(self.head(cls), dim=-1)
+
+
+def test_global_bundle_through_descriptor_pipeline(tmp_path):
+    from skyloc_perception.bundle import BundleError, DescriptorPipeline, load_bundle, \
+        write_bundle
+    # LayerScale 0.5 (timm's 1e-5 makes a random model's CLS almost image-independent)
+    net = _GlobalNet(vt.set_layerscale(vt.build_vit(V2, img_size=SIZE, seed=5, depth=2),
+                                       0.5)).eval()
+    path = str(tmp_path / 'global.onnx')
+    with torch.no_grad():
+        torch.onnx.export(net, (torch.zeros(1, 3, SIZE, SIZE),), path, input_names=['image'],
+                          output_names=['descriptor'], opset_version=17, dynamo=False)
+    out = tmp_path / 'bundle'
+    write_bundle(str(out), 'onnx', SIZE, onnx_file=path, kind='global', drop_tokens=0,
+                 extra={'output_dim': 256})
+    bundle = load_bundle(str(out))
+    assert bundle.kind == 'global' and bundle.vocabulary is None and bundle.descriptor_dim == 256
+    pipe = DescriptorPipeline(bundle)
+    assert pipe.dim == 256 and pipe.backbone.num_patches == 1
+    img = _image(4, shape=(SIZE, SIZE, 3))
+    vec = pipe.describe(img)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(preprocess(img, SIZE)))[0].numpy()
+    assert vec.shape == (256,) and vec.dtype == np.float32
+    assert abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+    assert float(vec @ ref) > 0.99999
+    # two images give two different descriptors (not a constant output)
+    assert float(vec @ pipe.describe(_image(5, shape=(SIZE, SIZE, 3)))) < 0.9999
+    # a bundle.json whose output_dim does not match the model is refused, naming both
+    write_bundle(str(out), 'onnx', SIZE, onnx_file=path, kind='global', drop_tokens=0,
+                 extra={'output_dim': 128})
+    with pytest.raises(BundleError, match='output_dim 128 does not match'):
+        DescriptorPipeline(load_bundle(str(out)))
