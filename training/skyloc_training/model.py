@@ -22,6 +22,7 @@ import inspect
 import math
 import os
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -142,6 +143,23 @@ def unwrap(model):
     return getattr(model, 'module', model)
 
 
+def _plain(value, where):
+    """``value`` with numpy scalars/arrays made Python numbers/tensors, so that
+    ``torch.load(weights_only=True)`` reads it; TypeError naming the entry otherwise."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f'{where}.{k}') for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f'{where}[{i}]') for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    raise TypeError(f'checkpoint {where} is a {type(value).__name__}: only numbers, strings, '
+                    f'lists, dicts and tensors can be stored')
+
+
 def save_checkpoint(model, path, extra=None):
     """Write ``{'format', 'format_version', 'config', 'state', **extra}`` to ``path`` (atomic).
 
@@ -155,7 +173,8 @@ def save_checkpoint(model, path, extra=None):
     if clash:
         raise ValueError(f'extra checkpoint keys {clash} are reserved')
     payload = {'format': CHECKPOINT_FORMAT, 'format_version': CHECKPOINT_VERSION,
-               'config': dict(model.config), 'state': model.trainable_state_dict(), **extra}
+               'config': dict(model.config), 'state': model.trainable_state_dict(),
+               **_plain(extra, 'extra')}
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp{os.getpid()}'
