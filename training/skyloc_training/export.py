@@ -380,10 +380,12 @@ def setup_logging(tag):
     """INFO lines '[tag] message' on stderr from the skyloc_training loggers only (the
     onnxruntime quantizer logs every tensor through the root logger)."""
     logger = logging.getLogger('skyloc_training')
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(f'[{tag}] %(message)s'))
-        logger.addHandler(handler)
+    for handler in [h for h in logger.handlers if getattr(h, 'skyloc_cli', False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)  # the current stderr (pytest swaps it)
+    handler.setFormatter(logging.Formatter(f'[{tag}] %(message)s'))
+    handler.skyloc_cli = True
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
 

@@ -307,6 +307,13 @@ def export_student(student, kind, path, input_size):
 
 # -------------------------------------------------------------------------------------- run
 
+def check_variants(variants):
+    """ValueError naming the variants that are not in VARIANTS."""
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f'unknown variants {unknown}; known: {", ".join(VARIANTS)}')
+
+
 def run(source, map_yaml, out_dir, kind='local_vlad', layer=9, facet='value',
         variants=VARIANTS, student_depth=6, student_width=None, distill_steps=60,
         distill_crops=128, batch=8, lr=1e-4, tiles=300, k=32, pca_dim=256,
@@ -318,9 +325,7 @@ def run(source, map_yaml, out_dir, kind='local_vlad', layer=9, facet='value',
 
     from skyloc_training import export, verify
     from skyloc_training.vocab import map_crops
-    unknown = sorted(set(variants) - set(VARIANTS))
-    if unknown:
-        raise ValueError(f'unknown variants {unknown}; known: {", ".join(VARIANTS)}')
+    check_variants(variants)
     t0 = time.monotonic()
     os.makedirs(out_dir, exist_ok=True)
     ref_dir = os.path.join(out_dir, 'fp32')
@@ -480,6 +485,7 @@ def main(argv=None):
         load_map_yaml(args.map)
         footprints = export._footprints(args.footprints)
         variants = [v.strip() for v in args.variants.split(',') if v.strip()]
+        check_variants(variants)
         source = export.load_source(args.checkpoint, args.arch, args.weights, args.img_size,
                                     args.depth, args.seed)
         report = run(source, args.map, args.out, args.kind, args.layer, args.facet, variants,
