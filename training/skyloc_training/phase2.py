@@ -247,7 +247,7 @@ def distill(student, teacher, crops, input_size, steps=60, batch=8, lr=1e-4, see
 
     AdamW (weight decay 0.01), cosine learning-rate decay, gradient clipping at 1.0; batches
     drawn with ``seed``. Returns {'steps', 'loss_first', 'loss_last', 'seconds'}, the losses
-    being the mean of the first and of the last ``min(5, steps)`` steps.
+    being the means over the first and over the last ``min(5, steps // 2)`` steps.
     """
     import torch
     from tqdm import tqdm
@@ -276,7 +276,7 @@ def distill(student, teacher, crops, input_size, steps=60, batch=8, lr=1e-4, see
         sched.step()
         losses.append(loss.item())
     student.eval()
-    n = min(5, len(losses))
+    n = max(1, min(5, len(losses) // 2))  # first and last steps, not overlapping
     return {'steps': int(steps), 'batch': int(batch), 'lr': float(lr), 'crops': len(crops),
             'loss_first': round(float(np.mean(losses[:n])), 6) if losses else None,
             'loss_last': round(float(np.mean(losses[-n:])), 6) if losses else None,

@@ -159,3 +159,28 @@ def test_phase2_cli_report(tmp_path, capsys):
     assert phase2.main(['--arch', ARCH, '--map', map_yaml, '--out', str(out), '--variants',
                         'fp32,int3']) == 2
     assert "unknown variants ['int3']" in capsys.readouterr().err
+
+
+def test_global_student_of_a_checkpoint(tmp_path):
+    from skyloc_training.model import GeoModel, save_checkpoint
+    torch.manual_seed(0)
+    model = GeoModel(ARCH, img_size=SIZE, depth=2, lora_rank=4, head_dims=(384, 64, 32), seed=1)
+    vt.set_layerscale(model.backbone, 0.5)  # the checkpoint rebuilds it: set on the source
+    ckpt = save_checkpoint(model, str(tmp_path / 'geo.pt'))
+    src = export.load_source(checkpoint=ckpt)
+    vt.set_layerscale(src.backbone, 0.5)
+    teacher = export.global_network(src)
+    student, info = phase2.make_student(src, 'global', depth=1)
+    assert info == {'student': 'teacher blocks', 'teacher_blocks': [1], 'depth': 1}
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        out = student(x)
+        assert out.shape == teacher(x).shape == (3, 32)
+    np.testing.assert_allclose(out.norm(dim=1).numpy(), 1.0, atol=1e-5)
+    result = phase2.distill(student, teacher, [_image(s) for s in range(6)], SIZE, steps=5,
+                            batch=3, lr=1e-3, progress=False)
+    assert result['loss_last'] < result['loss_first']
+    path = phase2.export_student(student, 'global', str(tmp_path / 'student.onnx'), SIZE)
+    with torch.no_grad():
+        ref = student(x[:1]).numpy()
+    assert np.abs(_run(path, x[:1].numpy()) - ref).max() < 1e-5
