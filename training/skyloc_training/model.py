@@ -67,7 +67,8 @@ class GeoModel(nn.Module):
                              f'got {head_dims}')
         if pool not in POOLS:
             raise ValueError(f'pool must be one of {POOLS}, got {pool!r}')
-        weights = os.fspath(weights) if weights is not None else None
+        # absolute, so that load_checkpoint finds it from any working directory
+        weights = os.path.abspath(os.fspath(weights)) if weights is not None else None
         self.config = {
             'arch': str(arch), 'img_size': int(img_size), 'weights': weights,
             'lora_rank': int(lora_rank), 'lora_alpha': float(lora_alpha),
