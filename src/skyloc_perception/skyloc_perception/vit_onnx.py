@@ -479,7 +479,7 @@ def fuse_vit_graph(fp32_path, out_path, tolerance=1e-4):
     return {'attention': attention, 'layerscale': layerscale, 'max_abs_diff': diff}
 
 
-def quantize_int8_cpu(fp32_path, int8_path, per_channel=True, fuse=True):
+def quantize_int8_cpu(fp32_path, int8_path, per_channel=True, fuse=True, exclude_prefixes=()):
     """The deployed INT8 model: ``fuse_vit_graph`` then dynamic INT8 (onnxruntime
     ``quantize_dynamic``) of the MatMuls with constant weights *and* the fused Attention nodes
     (-> ``QAttention``: INT8 qkv projection, FP32 softmax(Q.K^T) V), weights signed int8 per
@@ -489,6 +489,8 @@ def quantize_int8_cpu(fp32_path, int8_path, per_channel=True, fuse=True):
     quantize_int8`` of the unfused graph spends a third of its time in transposes, splits and
     the attention MatMuls between the INT8 kernels (bench/results/perception.json, profile).
     ``fuse=False``: quantize the graph as exported (``vit_torch.quantize_int8`` equivalent).
+    ``exclude_prefixes``: nodes whose name starts with one of these stay FP32 (e.g. '/head'
+    for the MLP head of a global model, whose 256-d output INT8 perturbs most).
 
     Returns:
         {'path': int8_path, 'attention': ..., 'layerscale': ..., 'max_abs_diff': ...}.
@@ -521,9 +523,15 @@ def quantize_int8_cpu(fp32_path, int8_path, per_channel=True, fuse=True):
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(None):
                 warnings.simplefilter('ignore')
+                # (the quantizer turns a Gemm into '<name>_MatMul' + Add before it looks)
+                excluded = [name for n in onnx.load(src, load_external_data=False).graph.node
+                            if any(n.name.startswith(p) for p in exclude_prefixes)
+                            for name in (n.name, n.name + '_MatMul')]
                 quantize_dynamic(src, tmp, op_types_to_quantize=['MatMul', 'Gemm', 'Attention'],
                                  per_channel=bool(per_channel), weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=excluded,
                                  extra_options={'MatMulConstBOnly': True})
+                info['fp32_nodes'] = len(excluded) // 2
         finally:
             root.removeFilter(hint)
         model = onnx.load(tmp)
