@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENV := set +u; source .venv/bin/activate && source install/setup.bash && \
        export FASTDDS_BUILTIN_TRANSPORTS=$${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA} &&
 
-.PHONY: demo room test sim bench build bootstrap flake8 check-launch webots-world clean
+.PHONY: demo room test sim bench model build bootstrap flake8 check-launch webots-world clean
 
 build bootstrap:
 	@./scripts/bootstrap.sh
@@ -22,6 +22,11 @@ test:
 
 sim: build
 	@$(ENV) skyloc run sim $(SIM_ARGS)
+
+# make model: training/ on a small configuration (needs the training extras: torch, timm, onnx)
+model:
+	@./scripts/bootstrap.sh --training
+	@$(ENV) python -m skyloc_training.pipeline $(MODEL_ARGS)
 
 bench: build
 	@$(ENV) python bench/run.py $(BENCH_ARGS)

@@ -2,6 +2,7 @@
 
     ros2 launch launch/sim.launch.py [world:=procedural|room|PATH.yaml] [rviz:=true]
         [params_file:=config/sim.yaml] [use_sim_time:=true]
+        [bundle:=.cache/bundles/default] [database:=.cache/databases/default]
 
 Run from the workspace root after `source install/setup.bash`. The same graph runs without
 ROS 2 launch as `skyloc run sim`.

@@ -82,15 +82,45 @@ def prepare_bundle(root, world_yaml, log=print):
     return out
 
 
-def prepare_database(root, world_yaml, bundle_dir, log=print):
-    """The default map database of the world for the default bundle (cached: rebuilt when the
-    bundle's model_id or the map changes)."""
+def trained_bundle(root, world_yaml, log=print):
+    """The bundle `make model` selected for this world (it beat the default on its benchmark
+    and passed its INT8 check), or None: .cache/models/selected.json names it."""
+    import json
+    from skyloc_perception.bundle import BundleError, load_bundle
+    pointer = os.path.join(root, '.cache', 'models', 'selected.json')
+    if not os.path.isfile(pointer):
+        return None
+    try:
+        with open(pointer) as stream:
+            choice = json.load(stream)
+    except (OSError, ValueError) as exc:
+        log(f'{pointer}: unreadable ({exc}): the default bundle is used')
+        return None
+    if not choice.get('bundle'):
+        log(f"make model's last run kept the default bundle ({choice.get('reason')})")
+        return None
+    if choice.get('map_yaml') != os.path.abspath(world_yaml):
+        log(f"make model's bundle was selected on another world ({choice.get('map_yaml')}): "
+            f'the default bundle is used')
+        return None
+    try:
+        bundle = load_bundle(choice['bundle'])
+    except BundleError as exc:
+        log(f"make model's bundle cannot be used ({exc}): the default bundle is used")
+        return None
+    log(f"using make model's bundle {bundle.path} ({choice.get('reason')})")
+    return bundle.path
+
+
+def prepare_database(root, world_yaml, bundle_dir, log=print, name='default'):
+    """The map database of the world for a bundle, .cache/databases/<name> (cached: rebuilt
+    when the bundle's model_id or the map changes)."""
     import json
     import shutil
     from skyloc_localization.database import build_database, DatabaseError, load_database
     from skyloc_perception.bundle import load_bundle
     bundle = load_bundle(bundle_dir)
-    out = os.path.join(root, '.cache', 'databases', 'default')
+    out = os.path.join(root, '.cache', 'databases', name)
     if os.path.isfile(os.path.join(out, 'db.json')):
         try:
             db = load_database(out, bundle)
@@ -151,8 +181,13 @@ def main(argv=None):
     root = workspace_root()
     params = _sim_params(root)
     world_yaml = prepare_world(root, args.world, params)
-    bundle_dir = prepare_bundle(root, world_yaml, log=lambda m: print(f'[demo] {m}', flush=True))
-    prepare_database(root, world_yaml, bundle_dir, log=lambda m: print(f'[demo] {m}', flush=True))
+    say = lambda m: print(f'[demo] {m}', flush=True)  # noqa: E731
+    bundle_dir = trained_bundle(root, world_yaml, log=say)
+    if bundle_dir is None:
+        bundle_dir = prepare_bundle(root, world_yaml, log=say)
+        database = prepare_database(root, world_yaml, bundle_dir, log=say)
+    else:
+        database = prepare_database(root, world_yaml, bundle_dir, log=say, name='trained')
     run_dir = os.path.join(root, args.out, datetime.now().strftime('%Y%m%d-%H%M%S'))
     os.makedirs(run_dir)
     domain = args.domain_id if args.domain_id is not None else 100 + os.getpid() % 100
@@ -163,7 +198,8 @@ def main(argv=None):
                         '--sim-duration', str(args.sim_seconds), '--progress',
                         '--record', os.path.join(run_dir, 'bag'),
                         '--log-dir', os.path.join(run_dir, 'logs'),
-                        f'world:={world_yaml}', f'rate:={args.rate}'])
+                        f'world:={world_yaml}', f'rate:={args.rate}',
+                        f'bundle:={bundle_dir}', f'database:={database}'])
     wall = time.monotonic() - t0
     summary = summarise(run_dir, world_yaml, args, wall, code)
     print('\n[demo] summary')
