@@ -110,8 +110,40 @@ def run_localization(args):
     return out
 
 
+def run_training(args):
+    """Issue 6: `make model` (python -m skyloc_training.pipeline, its default small
+    configuration) and the phase-2 variants (INT4 weight-only, mixed precision, distilled
+    student) of the model it trained."""
+    import subprocess
+    out_dir = os.path.join(ROOT, '.cache', 'models', 'bench')
+    t0 = time.monotonic()
+    print('[bench] training: make model (skyloc_training.pipeline)', flush=True)
+    code = subprocess.call([sys.executable, '-m', 'skyloc_training.pipeline', '--out', out_dir,
+                            '--quiet'], cwd=ROOT)
+    wall = time.monotonic() - t0
+    if code != 0:
+        return {'error': f'skyloc_training.pipeline exited with {code}', 'wall_s': wall}
+    with open(os.path.join(out_dir, 'report.json')) as stream:
+        report = json.load(stream)
+    out = {'make_model': {k: report[k] for k in ('config', 'times_s', 'total_s',
+                                                 'verification', 'comparison', 'selection',
+                                                 'loss_first_last')},
+           'make_model_wall_s': round(wall, 1)}
+    print('[bench] training: phase 2 (INT4, mixed precision, distillation)', flush=True)
+    phase2_dir = os.path.join(out_dir, 'phase2')
+    code = subprocess.call([sys.executable, '-m', 'skyloc_training.phase2', '--checkpoint',
+                            report['checkpoint'], '--map', report['world_yaml'], '--out',
+                            phase2_dir, '--quiet'], cwd=ROOT)
+    if code == 0:
+        with open(os.path.join(phase2_dir, 'phase2.json')) as stream:
+            out['phase2'] = json.load(stream)
+    else:
+        out['phase2'] = {'error': f'skyloc_training.phase2 exited with {code}'}
+    return out
+
+
 SUITES = {'sim': run_sim, 'perception': run_perception, 'coverage': run_coverage,
-          'localization': run_localization}
+          'localization': run_localization, 'training': run_training}
 
 
 def table(results):
@@ -150,7 +182,62 @@ def table(results):
                   'survey: rendered images -> embedder path -> LocalizerCore; track and errors '
                   'over time: bench/results/survey.png), `python bench/bench_cold_start.py` '
                   '(10k-tile database).']
+    tr = results.get('training')
+    if tr:
+        lines += training_rows(tr)
+        notes += ['', 'Training (issue 6): `python bench/run.py --suite training` runs '
+                  '`make model` (`python -m skyloc_training.pipeline`; its report: '
+                  '.cache/models/bench/report.md, loss and Recall@1 curves: training.png '
+                  'there) and `python -m skyloc_training.phase2` on its checkpoint '
+                  '(bench/results/training.json).']
     return '\n'.join(lines + notes) + '\n'
+
+
+def training_rows(tr):
+    """Issue 6; command `make bench` or `python bench/run.py --suite training`."""
+    yes = {True: 'yes', False: 'NO'}
+    if 'error' in tr:
+        return [f"| training | make model | {tr['error']} | - | NO |"]
+    mm = tr['make_model']
+    cfg = mm['config']
+    steps = ', '.join(f'{k} {v:.0f} s' for k, v in mm['times_s'].items())
+    rows = [f"| training | make model ({cfg['arch']}, {cfg['img_size']} px, {cfg['steps']} steps,"
+            f" weights {'given' if cfg.get('weights') else 'none: random init'}), wall | "
+            f"{tr['make_model_wall_s'] / 60:.1f} min ({steps}) | <= 15 min | "
+            f"{yes[tr['make_model_wall_s'] <= 900]} |"]
+    if mm.get('loss_first_last'):
+        a, b = mm['loss_first_last']
+        rows.append(f'| training | WeightedInfoNCE loss, first / last step | {a:.3f} / {b:.3f} '
+                    f'| lower | {yes[b < a]} |')
+    for kind, v in mm['verification'].items():
+        cos = v['feature_cosine']
+        rows.append(f"| training | {kind} INT8 vs FP32 feature cosine, trained model, mean (p1) "
+                    f"| {cos['mean']:.5f} ({cos['p1']:.5f}) | >= 0.999 | {yes[cos['passed']]} |")
+        rec = v.get('recall')
+        if rec:
+            rows.append(f"| training | {kind} Recall@1 FP32 / INT8, {rec['benchmark']['queries']}"
+                        f" queries | {rec['fp32']['recall_at_1']:.3f} / "
+                        f"{rec['int8']['recall_at_1']:.3f} (drop {rec['drop_points']} pt) | "
+                        f"drop <= 1 pt | {yes[rec['passed']]} |")
+    comp = mm['comparison']
+    res = comp['results']
+    rows.append('| training | Recall@1 on the demo world, ' + str(comp['benchmark']['queries'])
+                + ' queries: ' + ' / '.join(res) + ' | ' + ' / '.join(
+                    f"{r['recall_at_1']:.3f}" for r in res.values())
+                + ' | trained > default to be selected | - |')
+    sel = mm['selection']
+    rows.append(f"| training | bundle make demo uses | {sel['selected']} ({sel['reason']}) | "
+                f"- | - |")
+    p2 = tr.get('phase2', {})
+    if 'variants' in p2:
+        for name, r in p2['variants'].items():
+            rows.append(f"| training | phase 2 {name}: size, 1-thread latency, cosine vs FP32 "
+                        f"(mean), Recall@1 | {r['size_mb']:.1f} MB, "
+                        f"{r['latency_ms_1_thread']:.1f} ms, {r['cosine_vs_fp32']['mean']:.5f}, "
+                        f"{r.get('recall_at_1', '-')} | - | - |")
+    elif p2:
+        rows.append(f"| training | phase 2 | {p2.get('error')} | - | NO |")
+    return rows
 
 
 def perception_rows(per):

@@ -66,6 +66,8 @@ class Steps:
         log.info('--- %s', name)
         t0 = time.monotonic()
         result = func(*args, **kwargs)
+        from skyloc_training.export import setup_logging
+        setup_logging('model')   # the step's own command set its tag
         self.times[name] = round(time.monotonic() - t0, 1)
         log.info('--- %s done in %.1f s', name, self.times[name])
         return result
@@ -76,21 +78,23 @@ def _check(code, what):
         raise RuntimeError(f'{what} failed (exit code {code}); see the lines above')
 
 
-def make_pairs(out, world_yaml, count, seed, real_count):
+def make_pairs(out, world_yaml, count, seed, real_count, cache_dir):
     """Pair folders: {source: folder}."""
     from skyloc_training import pairs
     sources = {}
     folder = os.path.join(out, 'pairs', 'world')
     _check(pairs.main(['--map', world_yaml, '--out', folder, '--count', str(count),
                        '--drone-view', 'normalized', '--image-size', '224',
-                       '--name', 'world', '--seed', str(seed), '--quiet']), 'pairs (world)')
+                       '--name', 'world', '--seed', str(seed), '--quiet',
+                       '--cache-dir', cache_dir]), 'pairs (world)')
     sources['world'] = folder
     if real_count and real_satellite_dir():
         folder = os.path.join(out, 'pairs', 'real_satellite')
         _check(pairs.main(['--map', 'real_satellite', '--out', folder, '--count',
                            str(real_count), '--drone-view', 'normalized', '--image-size',
                            '224', '--conditions', 'autumn', '--name', 'real_satellite',
-                           '--seed', str(seed), '--quiet']), 'pairs (real_satellite)')
+                           '--seed', str(seed), '--quiet', '--cache-dir', cache_dir]),
+               'pairs (real_satellite)')
         sources['real_satellite'] = folder
     elif real_count:
         log.info('no ../shared/data/real_satellite here: training on the world only')
@@ -112,6 +116,8 @@ def run_training(out, sources, args):
         argv.append('--no-progress')
     if args.weights:
         argv += ['--weights', args.weights]
+    if args.depth:
+        argv += ['--depth', str(args.depth)]
     _check(train.main(argv), 'training')
     return os.path.join(out, 'train')
 
@@ -168,7 +174,7 @@ def compare(bundles, default_bundle, world_yaml, args):
     return {'benchmark': info, 'results': results}
 
 
-def select(comparison, verification, out, root, world_yaml):
+def select(comparison, verification, out, cache_root, world_yaml):
     """The selection: the best trained INT8 bundle if it beats the default and passes its
     INT8 verification, else the default."""
     results = comparison['results']
@@ -194,7 +200,7 @@ def select(comparison, verification, out, root, world_yaml):
             choice.update(reason=why, best_trained=best, best_trained_recall_at_1=best_recall)
     with open(os.path.join(out, 'selected.json'), 'w') as stream:
         json.dump(choice, stream, indent=2)
-    pointer = os.path.join(root, '.cache', 'models', 'selected.json')
+    pointer = os.path.join(cache_root, '.cache', 'models', 'selected.json')
     os.makedirs(os.path.dirname(pointer), exist_ok=True)
     with open(pointer, 'w') as stream:
         json.dump(dict(choice, run=os.path.abspath(out)), stream, indent=2)
@@ -296,13 +302,18 @@ def parser():
     p.add_argument('--layer', type=int, default=9, help='local_vlad: the layer to cut at')
     p.add_argument('--kinds', nargs='+', default=['global', 'local_vlad'],
                    choices=('global', 'local_vlad'), help='bundle kinds to export')
-    p.add_argument('--vocab-tiles', type=int, default=120,
+    p.add_argument('--vocab-tiles', type=int, default=300,
                    help='map crops the VLAD vocabulary is fitted on')
     p.add_argument('--queries', type=int, default=60,
                    help='rendered queries of the comparison and verification benchmarks')
     p.add_argument('--stride', type=float, default=50.0, help='benchmark tile stride, m')
     p.add_argument('--threads', type=int, default=2, help='CPU threads')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--cache-root', default=None,
+                   help='folder whose .cache/ holds the default bundle, the worlds and '
+                        'models/selected.json (default: the workspace; tests use another)')
+    p.add_argument('--depth', type=int, default=None,
+                   help='transformer blocks (tests only; default: the architecture\'s)')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     return p
 
@@ -310,11 +321,15 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     from skyloc_training.export import setup_logging
+    # root at WARNING: the train step's basicConfig is then a no-op, and the ONNX Runtime
+    # quantizer's per-tensor INFO lines (logged through the root logger) stay quiet
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     setup_logging('model')
     root = workspace_root()
+    cache_root = os.path.abspath(args.cache_root or root)
     started = time.strftime('%Y-%m-%d %H:%M:%S')
     out = os.path.abspath(args.out or os.path.join(
-        root, '.cache', 'models', time.strftime('%Y%m%d-%H%M%S')))
+        cache_root, '.cache', 'models', time.strftime('%Y%m%d-%H%M%S')))
     if os.path.isdir(out) and os.listdir(out):
         if not os.path.isfile(os.path.join(out, 'report.json')) and not os.path.isdir(
                 os.path.join(out, 'pairs')):
@@ -330,10 +345,10 @@ def main(argv=None):
         torch.set_num_threads(max(1, args.threads))
         world_yaml = steps.run('world', demo_world, root, args.world)
         from skyloc_sim.demo import prepare_bundle
-        default = steps.run('default bundle', prepare_bundle, root, world_yaml,
+        default = steps.run('default bundle', prepare_bundle, cache_root, world_yaml,
                             log=lambda m: log.info('%s', m))
         sources = steps.run('pairs', make_pairs, out, world_yaml, args.pairs, args.seed,
-                            args.real_pairs)
+                            args.real_pairs, os.path.join(cache_root, '.cache', 'worlds'))
         train_dir = steps.run('train', run_training, out, sources, args)
         checkpoint = os.path.join(train_dir, 'best_overall.pt')
         if not os.path.isfile(checkpoint):
@@ -341,7 +356,7 @@ def main(argv=None):
         bundles = steps.run('export', run_exports, out, checkpoint, world_yaml, args)
         verification = steps.run('verify', run_verify, bundles, world_yaml, args)
         comparison = steps.run('compare', compare, bundles, default, world_yaml, args)
-        selection = select(comparison, verification, out, root, world_yaml)
+        selection = select(comparison, verification, out, cache_root, world_yaml)
     except (RuntimeError, ValueError, OSError) as exc:
         print(f'[model] error: {exc}', file=sys.stderr)
         return 1

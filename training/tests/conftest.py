@@ -9,3 +9,21 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover - the training extras are installed by make test
     pass
+
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _cli_logging_restored():
+    """The commands' main() set up process-wide logging as a CLI does (a '[tag]' handler on
+    the skyloc_training logger, not propagated); undo it after each test so that caplog sees
+    the next test's records."""
+    yield
+    logger = logging.getLogger('skyloc_training')
+    for handler in [h for h in logger.handlers if getattr(h, 'skyloc_cli', False)]:
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
