@@ -129,6 +129,20 @@ def run_training(args):
                                                  'verification', 'comparison', 'selection',
                                                  'loss_first_last')},
            'make_model_wall_s': round(wall, 1)}
+    print('[bench] training: static QDQ INT8 of the trained local_vlad model', flush=True)
+    static = os.path.join(out_dir, 'bundles', 'local_vlad_static')
+    code = subprocess.call([sys.executable, '-m', 'skyloc_training.export', '--checkpoint',
+                            report['checkpoint'], '--kind', 'local_vlad', '--map',
+                            report['world_yaml'], '--quantize', 'static', '--out', static,
+                            '--tiles', str(report['config']['vocab_tiles']), '--quiet'],
+                           cwd=ROOT)
+    if code == 0:
+        from skyloc_training.verify import verify
+        out['static_qdq'] = verify(report['bundles']['local_vlad']['fp32'], static,
+                                   report['world_yaml'], queries=report['config']['queries'],
+                                   progress=False)
+    else:
+        out['static_qdq'] = {'error': f'skyloc_training.export --quantize static exited {code}'}
     print('[bench] training: phase 2 (INT4, mixed precision, distillation)', flush=True)
     phase2_dir = os.path.join(out_dir, 'phase2')
     code = subprocess.call([sys.executable, '-m', 'skyloc_training.phase2', '--checkpoint',
@@ -219,6 +233,15 @@ def training_rows(tr):
                         f" queries | {rec['fp32']['recall_at_1']:.3f} / "
                         f"{rec['int8']['recall_at_1']:.3f} (drop {rec['drop_points']} pt) | "
                         f"drop <= 1 pt | {yes[rec['passed']]} |")
+    st = tr.get('static_qdq', {})
+    if 'feature_cosine' in st:
+        cos, rec = st['feature_cosine'], st['recall']
+        rows.append(f"| training | local_vlad static QDQ INT8 vs FP32, trained model: cosine mean "
+                    f"(p1); Recall@1 FP32 / INT8 | {cos['mean']:.5f} ({cos['p1']:.5f}); "
+                    f"{rec['fp32']['recall_at_1']:.3f} / {rec['int8']['recall_at_1']:.3f} | "
+                    f">= 0.999; drop <= 1 pt | {yes[st['passed']]} |")
+    elif st:
+        rows.append(f"| training | static QDQ | {st.get('error')} | - | NO |")
     comp = mm['comparison']
     res = comp['results']
     rows.append('| training | Recall@1 on the demo world, ' + str(comp['benchmark']['queries'])
