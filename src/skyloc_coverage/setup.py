@@ -23,6 +23,7 @@ setup(
             'map_handler = skyloc_coverage.map_handler_node:main',
             'coverage = skyloc_coverage.coverage_node:main',
             'follower = skyloc_coverage.follower_node:main',
+            'mission = skyloc_coverage.mission_node:main',
         ],
     },
 )

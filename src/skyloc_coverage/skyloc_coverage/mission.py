@@ -1,0 +1,190 @@
+"""The mission state machine of a survey flight, without ROS (node: mission_node.py).
+
+    WAITING -> TAKEOFF -> SURVEY -> RETURN -> LAND -> DONE
+                            |  ^
+                 LOST       v  |  localizer OK again for `recover_s`
+                          HOLD  (stop, climb `lost_climb_m`; RETURN after `hold_timeout_s`)
+
+Low battery (at or below `low_battery_percent`) sends any flying state to RETURN; the survey
+ends at `coverage_goal_percent` or when the coverage planner says it is complete. During the
+survey the path follower's command is passed through (with the altitude held); in the other
+states the mission commands the vehicle itself. Every command is a body-frame velocity
+(x forward, y left, z up, yaw rate), the multirotor /cmd_vel of the simulator and of MAVROS'
+setpoint_velocity. Positions are in the map frame, altitude above the take-off point.
+"""
+
+from dataclasses import dataclass
+import math
+
+STATES = ('WAITING', 'TAKEOFF', 'SURVEY', 'HOLD', 'RETURN', 'LAND', 'DONE')
+FLYING = ('TAKEOFF', 'SURVEY', 'HOLD', 'RETURN')
+
+
+@dataclass
+class MissionConfig:
+    altitude: float = 100.0          # survey altitude above the take-off point, m
+    climb_rate: float = 3.0          # m/s, take-off and failsafe climb
+    descent_rate: float = 2.0        # m/s, landing (slower below `flare_altitude`)
+    flare_altitude: float = 8.0      # m
+    return_speed: float = 10.0       # m/s horizontal on the way home
+    home_tolerance_m: float = 3.0    # over home: land
+    altitude_gain: float = 0.8       # vertical speed per metre of altitude error, 1/s
+    ground_wait_s: float = 2.0       # on the ground after the first pose, s
+    coverage_goal_percent: float = 99.0
+    low_battery_percent: float = 25.0
+    lost_climb_m: float = 20.0       # LOST: climb this much above the survey altitude
+    max_altitude: float = 150.0      # never above, m
+    recover_s: float = 3.0           # localizer not LOST this long: resume the survey
+    hold_timeout_s: float = 60.0     # LOST longer than this: return home
+    landed_altitude: float = 0.5     # m above the take-off point counts as landed
+
+    def validate(self):
+        for name in ('altitude', 'climb_rate', 'descent_rate', 'return_speed',
+                     'home_tolerance_m', 'altitude_gain', 'max_altitude', 'hold_timeout_s'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"mission parameter '{name}' must be a positive number, "
+                                 f'got {value!r}')
+        if self.altitude > self.max_altitude:
+            raise ValueError(f"mission parameter 'altitude' ({self.altitude} m) is above "
+                             f"'max_altitude' ({self.max_altitude} m)")
+        if not 0.0 <= self.low_battery_percent < 100.0:
+            raise ValueError("mission parameter 'low_battery_percent' must be in [0, 100), "
+                             f'got {self.low_battery_percent}')
+
+
+@dataclass
+class Command:
+    vx: float = 0.0     # body frame, m/s
+    vy: float = 0.0
+    vz: float = 0.0
+    wz: float = 0.0     # yaw rate, rad/s
+
+
+class Mission:
+    """Feed it poses, localizer states, battery, coverage progress and the follower's command;
+    `step(t)` returns the command to send and the state changes are in `events`."""
+
+    def __init__(self, config=None):
+        self.cfg = config or MissionConfig()
+        self.cfg.validate()
+        self.state = 'WAITING'
+        self.since = None            # time the current state began, s
+        self.reason = 'waiting for the pose'
+        self.pose = None             # (t, x, y, z, yaw)
+        self.home = None             # (x, y): where the pose first was
+        self.localizer = 'UNKNOWN'
+        self.not_lost_since = None
+        self.battery = None
+        self.progress = 0.0
+        self.survey_complete = False
+        self.follower = Command()
+        self.follower_t = None
+        self.events = []             # (t, from, to, reason)
+        self.first_pose_t = None
+
+    # ---------------------------------------------------------------------------- inputs
+    def on_pose(self, t, x, y, z, yaw):
+        values = (t, x, y, z, yaw)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f'pose with a non-finite value: {values}')
+        self.pose = values
+        if self.home is None:
+            self.home = (x, y)
+            self.first_pose_t = t
+
+    def on_localizer_state(self, t, state):
+        state = str(state).upper()
+        if state != 'LOST' and (self.localizer == 'LOST' or self.not_lost_since is None):
+            self.not_lost_since = t
+        self.localizer = state
+
+    def on_battery(self, percent):
+        if math.isfinite(percent):
+            self.battery = float(percent)
+
+    def on_progress(self, percent):
+        if math.isfinite(percent):
+            self.progress = float(percent)
+
+    def on_survey_complete(self):
+        self.survey_complete = True
+
+    def on_follower(self, t, command):
+        self.follower = command
+        self.follower_t = t
+
+    # ---------------------------------------------------------------------------- logic
+    def _go(self, t, state, reason):
+        self.events.append((t, self.state, state, reason))
+        self.state, self.since, self.reason = state, t, reason
+
+    def _hold_altitude(self, target):
+        z = self.pose[3]
+        cfg = self.cfg
+        limit = cfg.climb_rate if target > z else cfg.descent_rate
+        return max(-limit, min(limit, cfg.altitude_gain * (target - z)))
+
+    def _transitions(self, t):
+        cfg = self.cfg
+        s = self.state
+        if s == 'WAITING':
+            if self.pose is not None and t - self.first_pose_t >= cfg.ground_wait_s:
+                self._go(t, 'TAKEOFF', f'pose available, climbing to {cfg.altitude:g} m')
+            return
+        if s in FLYING and self.battery is not None and \
+                self.battery <= cfg.low_battery_percent and s != 'RETURN':
+            self._go(t, 'RETURN', f'low battery ({self.battery:.0f}% <= '
+                                  f'{cfg.low_battery_percent:g}%)')
+            return
+        if s == 'TAKEOFF' and self.pose[3] >= cfg.altitude - 2.0:
+            self._go(t, 'SURVEY', f'at {self.pose[3]:.0f} m: surveying')
+        elif s == 'SURVEY':
+            if self.localizer == 'LOST':
+                self._go(t, 'HOLD', 'localizer LOST: holding position and climbing')
+            elif self.progress >= cfg.coverage_goal_percent or self.survey_complete:
+                self._go(t, 'RETURN', f'survey complete ({self.progress:.1f}% covered)')
+        elif s == 'HOLD':
+            if self.localizer != 'LOST' and self.not_lost_since is not None and \
+                    t - self.not_lost_since >= cfg.recover_s:
+                self._go(t, 'SURVEY', f'localizer {self.localizer} again: resuming the survey')
+            elif t - self.since >= cfg.hold_timeout_s:
+                self._go(t, 'RETURN', f'localizer LOST for {cfg.hold_timeout_s:g} s: '
+                                      'returning home')
+        elif s == 'RETURN' and self._home_distance() <= cfg.home_tolerance_m:
+            self._go(t, 'LAND', 'over home: landing')
+        elif s == 'LAND' and self.pose[3] <= cfg.landed_altitude:
+            self._go(t, 'DONE', f'landed {self._home_distance():.1f} m from home')
+
+    def _home_distance(self):
+        return math.hypot(self.pose[1] - self.home[0], self.pose[2] - self.home[1])
+
+    def step(self, t):
+        """The command at time t (s); Command() (zero) when there is nothing to do."""
+        if self.since is None:
+            self.since = t
+        self._transitions(t)
+        cfg, s = self.cfg, self.state
+        if s in ('WAITING', 'DONE') or self.pose is None:
+            return Command()
+        if s == 'TAKEOFF':
+            return Command(vz=min(cfg.climb_rate, self._hold_altitude(cfg.altitude) + 0.5))
+        if s == 'SURVEY':
+            f = self.follower
+            return Command(f.vx, f.vy, self._hold_altitude(cfg.altitude), f.wz)
+        if s == 'HOLD':
+            return Command(vz=self._hold_altitude(min(cfg.altitude + cfg.lost_climb_m,
+                                                      cfg.max_altitude)))
+        if s == 'RETURN':
+            _, x, y, _, yaw = self.pose
+            dx, dy = self.home[0] - x, self.home[1] - y
+            dist = math.hypot(dx, dy)
+            speed = min(cfg.return_speed, 0.5 * dist)      # slow down over the last metres
+            ex, ey = (dx / dist * speed, dy / dist * speed) if dist > 1e-6 else (0.0, 0.0)
+            c, s_ = math.cos(yaw), math.sin(yaw)         # world -> body
+            return Command(c * ex + s_ * ey, -s_ * ex + c * ey,
+                           self._hold_altitude(cfg.altitude))
+        # LAND
+        z = self.pose[3]
+        rate = cfg.descent_rate if z > cfg.flare_altitude else max(0.3, cfg.descent_rate / 4)
+        return Command(vz=-rate)

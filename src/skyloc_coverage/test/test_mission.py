@@ -1,0 +1,116 @@
+"""The mission state machine (no ROS): a simulated point-mass flies it through every state."""
+import math
+
+import pytest
+
+from skyloc_coverage.mission import Command, Mission, MissionConfig
+from skyloc_coverage.mission_node import mission_progress, point_ahead
+
+
+class PointMass:
+    """Integrates body-frame velocity commands (the simulator's multirotor, without lag)."""
+
+    def __init__(self, x=0.0, y=0.0, z=0.0, yaw=0.3):
+        self.x, self.y, self.z, self.yaw = x, y, z, yaw
+
+    def apply(self, cmd, dt):
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        self.x += (c * cmd.vx - s * cmd.vy) * dt
+        self.y += (s * cmd.vx + c * cmd.vy) * dt
+        self.z = max(0.0, self.z + cmd.vz * dt)
+        self.yaw += cmd.wz * dt
+
+
+def fly(mission, body, t0, seconds, dt=0.1, follower=None, each=None):
+    t = t0
+    while t < t0 + seconds:
+        mission.on_pose(t, body.x, body.y, body.z, body.yaw)
+        if follower is not None:
+            mission.on_follower(t, follower)
+        if each is not None:
+            each(t)
+        body.apply(mission.step(t), dt)
+        t += dt
+    return t
+
+
+def states(mission):
+    return [e[2] for e in mission.events]
+
+
+def test_full_mission_takeoff_survey_return_land():
+    m = Mission(MissionConfig(altitude=50.0, climb_rate=5.0, return_speed=8.0))
+    body = PointMass()
+    t = fly(m, body, 0.0, 1.0)
+    assert m.state == 'WAITING'                        # ground_wait_s = 2
+    t = fly(m, body, t, 15.0)
+    assert m.state == 'SURVEY' and body.z == pytest.approx(50.0, abs=3.0)
+    # the follower flies east at 10 m/s; the mission holds the altitude meanwhile
+    m.on_localizer_state(t, 'OK')
+    t = fly(m, body, t, 20.0, follower=Command(vx=10.0))
+    assert body.x > 150.0 and abs(body.z - 50.0) < 1.0
+    m.on_progress(99.2)
+    t = fly(m, body, t, 60.0)
+    assert m.state in ('LAND', 'DONE')
+    t = fly(m, body, t, 60.0)
+    assert m.state == 'DONE'
+    assert math.hypot(body.x, body.y) < 3.0 and body.z <= 0.5
+    assert states(m) == ['TAKEOFF', 'SURVEY', 'RETURN', 'LAND', 'DONE']
+    assert 'survey complete (99.2% covered)' in m.events[2][3]
+    assert m.step(t) == Command()                      # done: nothing commanded
+    assert mission_progress(m) == 100.0
+
+
+def test_lost_holds_and_climbs_then_resumes_and_low_battery_returns():
+    m = Mission(MissionConfig(altitude=40.0, climb_rate=5.0, lost_climb_m=20.0,
+                              max_altitude=55.0, recover_s=2.0))
+    body = PointMass()
+    t = fly(m, body, 0.0, 15.0)
+    assert m.state == 'SURVEY'
+    m.on_localizer_state(t, 'LOST')
+    t = fly(m, body, t, 10.0, follower=Command(vx=10.0))
+    assert m.state == 'HOLD'
+    x_hold = body.x
+    t = fly(m, body, t, 10.0, follower=Command(vx=10.0))
+    assert body.x == pytest.approx(x_hold, abs=1e-6)   # no horizontal motion while LOST
+    assert body.z == pytest.approx(55.0, abs=1.0)      # climbed, capped by max_altitude
+    m.on_localizer_state(t, 'DEGRADED')
+    t = fly(m, body, t, 1.0)
+    assert m.state == 'HOLD'                           # not yet recover_s
+    t = fly(m, body, t, 2.0)
+    assert m.state == 'SURVEY'
+    m.on_battery(20.0)
+    fly(m, body, t, 1.0)
+    assert m.state == 'RETURN' and 'low battery (20% <= 25%)' in m.reason
+    assert states(m) == ['TAKEOFF', 'SURVEY', 'HOLD', 'SURVEY', 'RETURN']
+
+
+def test_lost_for_too_long_returns_home():
+    m = Mission(MissionConfig(altitude=20.0, climb_rate=5.0, hold_timeout_s=5.0))
+    body = PointMass()
+    t = fly(m, body, 0.0, 10.0)
+    m.on_localizer_state(t, 'LOST')
+    fly(m, body, t, 8.0)
+    # (it is over home already: it lands at once)
+    assert states(m)[2:4] == ['HOLD', 'RETURN']
+    assert 'LOST for 5 s' in m.events[3][3]
+
+
+def test_bad_configuration_and_input_are_refused():
+    with pytest.raises(ValueError, match="'altitude' \\(200.0 m\\) is above 'max_altitude'"):
+        Mission(MissionConfig(altitude=200.0))
+    with pytest.raises(ValueError, match="'climb_rate' must be a positive number"):
+        Mission(MissionConfig(climb_rate=0.0))
+    m = Mission()
+    with pytest.raises(ValueError, match='non-finite'):
+        m.on_pose(0.0, float('nan'), 0.0, 0.0, 0.0)
+    m.on_battery(float('nan'))
+    assert m.battery is None
+
+
+def test_point_ahead_along_a_path():
+    path = [(0.0, 0.0), (100.0, 0.0), (100.0, 100.0)]
+    assert point_ahead(path, (10.0, 5.0), 50.0) == pytest.approx((60.0, 0.0))
+    assert point_ahead(path, (90.0, 0.0), 50.0) == pytest.approx((100.0, 40.0))
+    assert point_ahead(path, (0.0, 0.0), 1000.0) == pytest.approx((100.0, 100.0))
+    assert point_ahead([], (0.0, 0.0), 10.0) is None
