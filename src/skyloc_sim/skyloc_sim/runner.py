@@ -246,6 +246,7 @@ def run_multi_process(graph, nodes, values, args):
                               args.log_dir))
     _log(f"started {len(children)} node processes: {', '.join(c.name for c in children)}"
          + (f' (logs in {args.log_dir})' if args.log_dir else ''))
+    sampler = _start_sampler(children) if args.log_dir else None
     clock = _clock_watch(args)
     died = []
     start = time.monotonic()
@@ -264,6 +265,7 @@ def run_multi_process(graph, nodes, values, args):
         _log('Ctrl-C: stopping')
     finally:   # whatever happened above, no node process outlives the runner
         try:
+            _write_resources(sampler, args.log_dir)  # before the nodes stop: their last sample
             if clock:
                 clock.close()
             _stop_recorder(recorder)
@@ -275,6 +277,33 @@ def run_multi_process(graph, nodes, values, args):
                     died.append((child, code))
                     _log(f"node '{child.name}' exited with code {code} on shutdown")
     return [c.name for c, _ in died], time.monotonic() - start
+
+
+def _start_sampler(children):
+    """CPU and RSS of each node process (and its children) every 2 s, or None on failure."""
+    from skyloc_sim.resources import ResourceSampler
+    try:
+        sampler = ResourceSampler(period_s=2.0)
+        for child in children:
+            sampler.add(child.name, child.proc.pid)
+        return sampler.start()
+    except Exception as exc:  # noqa: BLE001 (measuring must not stop a run)
+        _log(f'resource sampling off: {type(exc).__name__}: {exc}')
+        return None
+
+
+def _write_resources(sampler, log_dir):
+    """Stop the sampler and write <log_dir>/resources.json (never raises)."""
+    if sampler is None:
+        return
+    try:
+        sampler.stop()
+        summary = sampler.write(os.path.join(log_dir, 'resources.json'))
+        _log('resources: ' + ', '.join(
+            f"{name} {r['cpu_s']:.0f} s CPU, {r['peak_rss_mb']:.0f} MB peak"
+            for name, r in summary.items()))
+    except Exception as exc:  # noqa: BLE001
+        _log(f'resources.json not written: {type(exc).__name__}: {exc}')
 
 
 def run_single_process(graph, nodes, values, args):
@@ -403,7 +432,8 @@ def main(argv=None):
                      help='stop when a std_msgs/Float32 topic reaches a value (e.g. '
                      "'/coverage/progress>=99')")
     run.add_argument('--log-dir', default=None,
-                     help="write each node's output to DIR/<node>.log; print only problems")
+                     help="write each node's output to DIR/<node>.log (print only problems) "
+                     'and its CPU time and peak RSS to DIR/resources.json')
     run.add_argument('--progress', action='store_true',
                      help='show a progress bar of simulated time (with --sim-duration)')
     run.add_argument('--root', default=None, help='workspace root (default: found from cwd)')

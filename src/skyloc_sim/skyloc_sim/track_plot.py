@@ -152,7 +152,7 @@ def _image_window(grid, image, view, max_px):
 
 
 def plot_track(map_yaml, tracks, out_png, title='', crop=False, margin_m=None,
-               max_px=MAX_IMAGE_PX, width_px=1200, dpi=100):
+               max_px=MAX_IMAGE_PX, width_px=1200, dpi=100, overlay=None, include=()):
     """Draw the map image of ``map_yaml`` with ``tracks`` on top and save it as ``out_png``.
 
     ``tracks``: {label: array} with rows (t, x, y, z) as read_track returns, or (x, y[, z]);
@@ -160,13 +160,17 @@ def plot_track(map_yaml, tracks, out_png, title='', crop=False, margin_m=None,
     The axes are map-frame metres (x east, y north, equal aspect) with a scale bar. The view
     is the whole map (grown to include the tracks), or with ``crop`` the tracks' bounding box
     plus ``margin_m`` (default: 15 % of its larger side, at least 20 pixels). Map images
-    larger than ``max_px`` on a side are downsampled for drawing. Returns ``out_png``.
+    larger than ``max_px`` on a side are downsampled for drawing. ``include``: boxes (xmin,
+    xmax, ymin, ymax) that the view must contain as if they were tracks. ``overlay``, if given,
+    is called as overlay(ax) once the view is set, to draw more in map-frame metres (grids,
+    markers); the legend handles it returns are added to the legend. Returns ``out_png``.
     """
     meta = load_map_yaml(map_yaml)
     image = _load_rgb(meta)
     grid = MapGrid.from_meta(meta, image.shape[1], image.shape[0])
     items = [(str(label), _xy(track)) for label, track in tracks.items()]
-    view = _view(grid, [xy for _label, xy in items], crop, margin_m)
+    boxes = [np.array([[b[0], b[2]], [b[1], b[3]]], dtype=float) for b in include]
+    view = _view(grid, [xy for _label, xy in items] + boxes, crop, margin_m)
     window, extent = _image_window(grid, image, view, max_px)
 
     view_w, view_h = view[1] - view[0], view[3] - view[2]
@@ -193,12 +197,16 @@ def plot_track(map_yaml, tracks, out_png, title='', crop=False, margin_m=None,
                 markeredgecolor='black', markeredgewidth=1.0, zorder=3)
         ax.plot(xy[-1, 0], xy[-1, 1], 's', markersize=9, markerfacecolor=colour,
                 markeredgecolor='black', markeredgewidth=1.0, zorder=3)
+    ax.set_xlim(view[0], view[1])
+    ax.set_ylim(view[2], view[3])
+    extra = list(overlay(ax) or []) if overlay is not None else []
     if handles:
         handles += [Line2D([], [], linestyle='none', marker='o', color='grey',
                            markeredgecolor='black', label='start'),
                     Line2D([], [], linestyle='none', marker='s', color='grey',
                            markeredgecolor='black', label='end')]
-        ax.legend(handles=handles, loc='best', framealpha=0.8, fontsize=9)
+    if handles or extra:
+        ax.legend(handles=handles + extra, loc='best', framealpha=0.8, fontsize=9)
     ax.set_xlim(view[0], view[1])
     ax.set_ylim(view[2], view[3])
     ax.set_aspect('equal', adjustable='box')
