@@ -214,6 +214,14 @@ def main(argv=None):
     print(f"  bag              {summary['bag']} ({summary['bag_mb']} MB, MCAP, rosbag2)")
     print(f"  track            {summary['track_png']}")
     print(f"  logs             {os.path.join(run_dir, 'logs')}")
+    try:
+        from skyloc_sim.report import summary_lines, write_report
+        report = write_report(run_dir, world_yaml)
+        print('\n'.join(summary_lines(report)) + f"\n  report           {report['report']}")
+    except Exception:  # noqa: BLE001 (the run is recorded: the report can be made again)
+        import traceback
+        traceback.print_exc()
+        print(f'[demo] report failed: python -m skyloc_sim.report {run_dir} to retry')
     ok = code == 0 and not math.isnan(summary['distance_m']) and summary['distance_m'] > 0
     print(f"[demo] {'done' if ok else 'FAILED'}")
     return 0 if ok else 1
