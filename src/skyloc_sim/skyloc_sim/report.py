@@ -45,6 +45,7 @@ DIAGNOSTICS_TOPIC = '/diagnostics'
 MISSION_TOPIC = '/mission/state'
 AIRBORNE_M = 2.0        # a truth sample counts as airborne above start height + this
 SNAPSHOTS = 4
+MAX_REPLAN_LABELS = 12       # more replans than this are marked on the map without labels
 SNAPSHOT_TRACK_S = 60.0      # the ground truth drawn on a probability map snapshot, s
 SNAPSHOT_MIN_VIEW_M = 200.0  # a snapshot's view is at least this wide around the belief
 STATE_COLOURS = {'OK': '#34c759', 'DEGRADED': '#ff9500', 'LOST': '#ff3b30'}
@@ -314,7 +315,7 @@ def _overview_overlay(path, replans):
     def overlay(ax):
         handles = []
         if path is not None and len(path):
-            line, = ax.plot(path[:, 0], path[:, 1], '--', color='white', lw=1.0, alpha=0.9,
+            line, = ax.plot(path[:, 0], path[:, 1], '--', color='#ff9500', lw=1.2, alpha=0.9,
                             zorder=1.5, label='coverage path (last)')
             handles.append(line)
         for number, event in enumerate(replans, 1):
@@ -322,6 +323,8 @@ def _overview_overlay(path, replans):
                 continue
             ax.plot(event['x'], event['y'], 'X', markersize=13, color='#ff3b30',
                     markeredgecolor='black', zorder=4)
+            if len(replans) > MAX_REPLAN_LABELS:   # the table below the map has them all
+                continue
             ax.annotate(f"R{number} {event['t']:.0f} s", (event['x'], event['y']),
                         xytext=(8, 8), textcoords='offset points', fontsize=9, zorder=4,
                         bbox={'boxstyle': 'round,pad=0.2', 'fc': 'white', 'alpha': 0.8})
