@@ -49,6 +49,9 @@ PARAMETERS = [
     ('raytrace_max_range_m', 0.0, 'Free space is cleared up to this range; 0: range_max, m'),
     ('max_pose_age_s', 0.06, 'A scan is used only with poses this close around its stamp '
      '(interpolated between them), s'),
+    ('min_scan_altitude_m', 0.0, 'Scans taken lower than this (pose z, m above the start) are '
+     'not integrated: a drone maps obstacles at its survey altitude, not the houses and trees '
+     'its LIDAR sweeps during take-off and landing, which it clears vertically. 0: every scan'),
     ('max_scan_rate', 5.0, 'Most scans integrated per second of scan time, Hz (the rest are '
      'dropped; ray tracing costs CPU)'),
     ('publish_rate', 2.0, 'Most /map messages per second (only when something changed), Hz'),
@@ -64,7 +67,8 @@ class MapHandlerNode(Node):
         self.diag = Diagnostics(self, 'map_handler: occupancy grid')
         self.mapper = None
         self.dirty = True
-        self.stats = {'scans': 0, 'skipped': 0, 'throttled': 0, 'maps': 0, 'occupied': 0}
+        self.stats = {'scans': 0, 'skipped': 0, 'throttled': 0, 'maps': 0, 'occupied': 0,
+                      'low': 0}
         self.scans = deque(maxlen=20)
         self.last_scan_t = -math.inf
         self.static_error = ''
@@ -196,6 +200,10 @@ class MapHandlerNode(Node):
                 self._skip(f"scan skipped: no pose within {self.cfg['max_pose_age_s']} s of "
                            f'its stamp (nearest {gap:.2f} s)')
                 continue
+            floor = float(self.cfg['min_scan_altitude_m'])
+            if floor > 0 and pose[2] < floor:
+                self.stats['low'] += 1       # expected (take-off, landing): not a problem
+                continue
             self._integrate(t, msg, pose)
         while self.scans and self.scans[0][0] < newest - 2.0:
             self.scans.popleft()
@@ -265,6 +273,7 @@ class MapHandlerNode(Node):
         self.diag.publish(f"{s['scans']} scans, {s['occupied']} occupied cells",
                           {'scans_used': s['scans'], 'scans_skipped': s['skipped'],
                            'scans_throttled': s['throttled'],
+                           'scans_below_min_altitude': s['low'],
                            'maps_published': s['maps'], 'occupied_cells': s['occupied'],
                            'grid': f'{self.mapper.shape[1]}x{self.mapper.shape[0]} @ '
                                    f'{self.mapper.resolution:g} m'})

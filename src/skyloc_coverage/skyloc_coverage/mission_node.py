@@ -201,9 +201,10 @@ class MissionNode(Node):
         while self.events_logged < len(m.events):
             t, old, new, reason = m.events[self.events_logged]
             self.events_logged += 1
-            log = self.get_logger().warning if new == 'HOLD' or 'battery' in reason else \
-                self.get_logger().info
-            log(f'{old} -> {new}: {reason}')
+            if new == 'HOLD' or 'battery' in reason:
+                self.get_logger().warning(f'{old} -> {new}: {reason}')
+            else:
+                self.get_logger().info(f'{old} -> {new}: {reason}')
             self._publish_state()
         self._scenario(m)
         self.progress_pub.publish(Float32(data=float(mission_progress(m))))

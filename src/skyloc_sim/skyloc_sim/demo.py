@@ -168,8 +168,9 @@ def summarise(run_dir, world_yaml, args, wall_s, code):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='make demo', description=__doc__.split('\n\n')[0])
-    parser.add_argument('--sim-seconds', type=float, default=200.0,
-                        help='simulated flight time (default: the demo lawnmower, 200 s)')
+    parser.add_argument('--sim-seconds', type=float, default=900.0,
+                        help='most simulated time: the run ends when the mission has landed '
+                             '(/mission/progress reaches 100) or at this time (default 900 s)')
     parser.add_argument('--rate', type=float, default=4.0,
                         help='simulated seconds per wall second (default 4)')
     parser.add_argument('--world', default='procedural',
@@ -196,6 +197,7 @@ def main(argv=None):
     t0 = time.monotonic()
     code = runner.main(['run', 'sim', '--root', root, '--domain-id', str(domain),
                         '--sim-duration', str(args.sim_seconds), '--progress',
+                        '--stop-when', '/mission/progress>=100',
                         '--record', os.path.join(run_dir, 'bag'),
                         '--log-dir', os.path.join(run_dir, 'logs'),
                         f'world:={world_yaml}', f'rate:={args.rate}',
