@@ -1,10 +1,12 @@
-"""`make demo`: fly the simulated drone over the default world and write runs/<timestamp>/.
+"""`make demo`: fly the survey mission over the default world and write runs/<timestamp>/.
 
-    python -m skyloc_sim.demo [--sim-seconds 200] [--rate 4] [--world procedural]
+    python -m skyloc_sim.demo [--sim-seconds 900] [--rate 4] [--world procedural]
 
-Runs the `sim` graph (config/graphs/sim.yaml) with the graph runner for a fixed simulated
-time, records every topic to a rosbag2 MCAP bag (camera as JPEG CompressedImage at 1 Hz),
-then draws the world with the flown track (track.png) and writes run.json with the figures.
+Runs the `sim` graph (config/graphs/sim.yaml: simulator, embedder, localizer, map handler,
+coverage planner, follower, mission) with the graph runner until the mission has landed
+(/mission/progress reaches 100) or --sim-seconds, records every topic to a rosbag2 MCAP bag
+(camera as JPEG CompressedImage at 1 Hz), then draws the world with the flown track
+(track.png), writes run.json and the mission report (report.html, report.json).
 """
 
 import argparse
