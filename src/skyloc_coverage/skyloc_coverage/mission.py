@@ -137,7 +137,7 @@ class Mission:
             self._go(t, 'RETURN', f'low battery ({self.battery:.0f}% <= '
                                   f'{cfg.low_battery_percent:g}%)')
             return
-        if s == 'TAKEOFF' and self.pose[3] >= cfg.altitude - 2.0:
+        if s == 'TAKEOFF' and self.pose[3] >= cfg.altitude - min(2.0, 0.1 * cfg.altitude):
             self._go(t, 'SURVEY', f'at {self.pose[3]:.0f} m: surveying')
         elif s == 'SURVEY':
             if self.localizer == 'LOST':
