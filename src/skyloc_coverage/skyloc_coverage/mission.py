@@ -104,8 +104,10 @@ class Mission:
             self.battery = float(percent)
 
     def on_progress(self, percent):
+        """Coverage progress, %: the largest reported (coverage only grows; it arrives on two
+        paths, /coverage/progress and the planner's /diagnostics)."""
         if math.isfinite(percent):
-            self.progress = float(percent)
+            self.progress = max(self.progress, float(percent))
 
     def on_survey_complete(self):
         self.survey_complete = True

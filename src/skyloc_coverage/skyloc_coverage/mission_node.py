@@ -41,6 +41,9 @@ PARAMETERS = [
      '(its /cmd_vel remapped here); passed to /cmd_vel during the survey'),
     ('localizer_status', 'localizer', 'Name (prefix) of the localizer\'s /diagnostics status '
      'whose `state` value (OK / DEGRADED / LOST) drives the LOST failsafe'),
+    ('coverage_status', 'coverage', 'Name (prefix) of the coverage planner\'s /diagnostics '
+     'status: its `progress_percent` and `goal_reached` values back up /coverage/progress '
+     '(a second path: one run here never matched that subscription over LARGE_DATA)'),
     ('altitude', 100.0, 'Survey altitude above the take-off point, m'),
     ('climb_rate', 3.0, 'Take-off and failsafe climb rate, m/s'),
     ('descent_rate', 2.0, 'Landing descent rate above the flare altitude, m/s'),
@@ -115,6 +118,7 @@ class MissionNode(Node):
             'max_altitude', 'recover_s', 'hold_timeout_s')}))
         self.diag = Diagnostics(self, 'mission: state', hardware_id='skyloc_mission')
         self.pose_t = None
+        self.progress_t = None
         self.path = None
         self.mast = None              # (x, y) once placed
         self.mast_pending = False
@@ -159,6 +163,16 @@ class MissionNode(Node):
                 for kv in status.values:
                     if kv.key == 'state':
                         self.mission.on_localizer_state(self._now(), kv.value)
+            elif status.name.startswith(self.cfg['coverage_status']):
+                values = {kv.key: kv.value for kv in status.values}
+                try:
+                    progress = float(values.get('progress_percent', 'n/a'))
+                except ValueError:
+                    progress = None
+                if progress is not None:
+                    self.mission.on_progress(progress)
+                if values.get('goal_reached') == 'True':
+                    self.mission.on_survey_complete()
 
     def _on_battery(self, msg):
         percent = float(msg.percentage) * 100.0
@@ -168,6 +182,7 @@ class MissionNode(Node):
         self.mission.on_battery(percent)
 
     def _on_progress(self, msg):
+        self.progress_t = self._now()
         self.mission.on_progress(float(msg.data))
 
     def _on_follower(self, msg):
@@ -207,6 +222,10 @@ class MissionNode(Node):
                 self.get_logger().info(f'{old} -> {new}: {reason}')
             self._publish_state()
         self._scenario(m)
+        if m.state == 'SURVEY' and self.progress_t is None and m.since is not None and \
+                now - m.since > 30.0:
+            self.diag.problem_seen('no /coverage/progress in 30 s of survey (progress from '
+                                   "the coverage planner's /diagnostics)")
         self.progress_pub.publish(Float32(data=float(mission_progress(m))))
 
     def _scenario(self, m):

@@ -46,7 +46,8 @@ class Vehicle(TestNode):
         self.battery_pub = n.create_publisher(BatteryState, '/battery',
                                               qos_profile_sensor_data)
         self.localizer = 'OK'
-        self.coverage = 0.0
+        self.coverage = 0.0             # on /coverage/progress
+        self.coverage_diag = 0.0        # in the coverage planner's /diagnostics
         self.last = time.monotonic()
         n.create_timer(0.05, self._step)
         n.create_timer(0.5, self._slow)
@@ -81,7 +82,10 @@ class Vehicle(TestNode):
     def _slow(self):
         status = DiagnosticStatus(name='localizer: pose', level=DiagnosticStatus.OK)
         status.values = [KeyValue(key='state', value=self.localizer)]
-        self.diag_pub.publish(DiagnosticArray(status=[status]))
+        planner = DiagnosticStatus(name='coverage: planner', level=DiagnosticStatus.OK)
+        planner.values = [KeyValue(key='progress_percent', value=f'{self.coverage_diag:.1f}'),
+                          KeyValue(key='goal_reached', value='False')]
+        self.diag_pub.publish(DiagnosticArray(status=[status, planner]))
         self.progress_pub.publish(Float32(data=self.coverage))
         self.battery_pub.publish(BatteryState(percentage=0.9))
 
@@ -114,7 +118,13 @@ def test_mission_flies_takeoff_survey_hold_return_land_over_dds(tmp_path):
         assert abs(v.x - x_hold) < 0.2 and v.z > z_hold        # stopped, climbing
         v.localizer = 'DEGRADED'
         assert v.wait_until(lambda: v.state() == 'SURVEY', 10), v.states
-        v.coverage = 99.5
+        v.coverage = 50.0
+        assert v.wait_until(lambda: any(kv.key == 'progress_percent' and kv.value == '50.0'
+                                        for s in v.diag if s.name == 'mission: state'
+                                        for kv in s.values), 10)
+        assert v.state() == 'SURVEY'
+        # the planner's /diagnostics is the second path of the progress
+        v.coverage_diag = 99.5
         assert v.wait_until(lambda: v.state() == 'DONE', 60), v.states
         assert math.hypot(v.x - 5.0, v.y + 3.0) < 3.5 and v.z < 0.6   # home, on the ground
         assert v.wait_until(lambda: v.progress and v.progress[-1] == 100.0, 5)
@@ -124,5 +134,6 @@ def test_mission_flies_takeoff_survey_hold_return_land_over_dds(tmp_path):
     finally:
         v.close()
         code, out = stop_process(proc)
+        print(out[-3000:])      # shown on failure
     assert code == 0, out[-2000:]
     assert 'SURVEY -> HOLD: localizer LOST' in out and 'LAND -> DONE' in out
