@@ -156,8 +156,39 @@ def run_training(args):
     return out
 
 
+def run_mission(args):
+    """Issue 7: `make demo` (python -m skyloc_sim.demo, its defaults) measured from its
+    report.json and run.json; the run folder goes to .cache/bench/mission/."""
+    import glob
+    import subprocess
+    out = os.path.join(ROOT, '.cache', 'bench', 'mission')
+    os.makedirs(out, exist_ok=True)
+    before = set(glob.glob(os.path.join(out, '*')))
+    t0 = time.monotonic()
+    print('[bench] mission: make demo (python -m skyloc_sim.demo)', flush=True)
+    code = subprocess.call([sys.executable, '-m', 'skyloc_sim.demo', '--out', out], cwd=ROOT,
+                           stdout=subprocess.DEVNULL)
+    wall = time.monotonic() - t0
+    runs = sorted(set(glob.glob(os.path.join(out, '*'))) - before)
+    if not runs or not os.path.isfile(os.path.join(runs[-1], 'report.json')):
+        return {'error': f'skyloc_sim.demo exited with {code} and wrote no report',
+                'wall_s': round(wall, 1)}
+    with open(os.path.join(runs[-1], 'report.json')) as stream:
+        report = json.load(stream)
+    with open(os.path.join(runs[-1], 'run.json')) as stream:
+        run = json.load(stream)
+    states = [s['state'] for s in report.get('mission_states', [])]
+    return {'run_dir': runs[-1], 'exit_code': code, 'wall_s': round(wall, 1),
+            'sim_seconds': run['sim_seconds'], 'real_time_factor': run['real_time_factor'],
+            'error': report['error'], 'coverage_percent': report['coverage_percent'],
+            'replans': report['replans'], 'path_length_m': report['path_length_m'],
+            'mission_time_s': report['mission_time_s'], 'landed': bool(states) and
+            states[-1] == 'DONE', 'mission_states': states,
+            'resources': report.get('resources', {})}
+
+
 SUITES = {'sim': run_sim, 'perception': run_perception, 'coverage': run_coverage,
-          'localization': run_localization, 'training': run_training}
+          'localization': run_localization, 'training': run_training, 'mission': run_mission}
 
 
 def table(results):
@@ -196,6 +227,11 @@ def table(results):
                   'survey: rendered images -> embedder path -> LocalizerCore; track and errors '
                   'over time: bench/results/survey.png), `python bench/bench_cold_start.py` '
                   '(10k-tile database).']
+    mi = results.get('mission')
+    if mi:
+        lines += mission_rows(mi)
+        notes += ['', 'Mission (issue 7): `python bench/run.py --suite mission` runs `make demo` '
+                  '(its run folder with report.html under .cache/bench/mission/).']
     tr = results.get('training')
     if tr:
         lines += training_rows(tr)
@@ -205,6 +241,34 @@ def table(results):
                   'there) and `python -m skyloc_training.phase2` on its checkpoint '
                   '(bench/results/training.json).']
     return '\n'.join(lines + notes) + '\n'
+
+
+def mission_rows(mi):
+    """Issue 7; command `make bench` or `python bench/run.py --suite mission`."""
+    yes = {True: 'yes', False: 'NO'}
+    if 'mission_states' not in mi:
+        return [f"| mission | make demo | {mi.get('error')} | - | NO |"]
+    e = mi['error']
+    died = mi['exit_code'] != 0
+    rows = [f"| mission | make demo: wall time ({mi['sim_seconds']:.0f} s simulated, "
+            f"{mi['real_time_factor']}x) | {mi['wall_s'] / 60:.1f} min | <= 10 min | "
+            f"{yes[mi['wall_s'] <= 600]} |",
+            f"| mission | fused horizontal RMSE, airborne (median / p95 / max) | "
+            f"{e['rmse_m']:.2f} m ({e['median_m']:.2f} / {e['p95_m']:.2f} / {e['max_m']:.1f} m)"
+            f" | <= 5 m | {yes[e['rmse_m'] <= 5.0]} |",
+            f"| mission | coverage of the survey area | {mi['coverage_percent']:.2f} % | >= 99 % "
+            f"| {yes[mi['coverage_percent'] >= 99.0]} |",
+            f"| mission | states; landed; make demo exit code | "
+            f"{' > '.join(mi['mission_states'])}; {mi['landed']}; {mi['exit_code']} | DONE, 0 | "
+            f"{yes[mi['landed'] and not died]} |",
+            f"| mission | replans (mast), path flown, mission time | {mi['replans']}, "
+            f"{mi['path_length_m']:.0f} m, {mi['mission_time_s']:.0f} s | - | - |"]
+    res = mi.get('resources') or {}
+    if res:
+        rows.append('| mission | peak RSS / CPU per node | ' + ', '.join(
+            f"{n} {r['peak_rss_mb']:.0f} MB / {r['cpu_s']:.0f} s" for n, r in res.items())
+            + ' | - | - |')
+    return rows
 
 
 def training_rows(tr):
