@@ -51,11 +51,6 @@ def demo_world(root, world):
     return prepare_world(root, world, _sim_params(root))
 
 
-def real_satellite_dir():
-    from skyloc_sim.world import shared_real_satellite_dir
-    return shared_real_satellite_dir()
-
-
 class Steps:
     """Times each step, logs it and keeps the figures for the report."""
 
@@ -88,7 +83,8 @@ def make_pairs(out, world_yaml, count, seed, real_count, cache_dir):
                        '--name', 'world', '--seed', str(seed), '--quiet',
                        '--cache-dir', cache_dir]), 'pairs (world)')
     sources['world'] = folder
-    if real_count and real_satellite_dir():
+    from skyloc_sim.world import shared_real_satellite_dir
+    if real_count and shared_real_satellite_dir():
         folder = os.path.join(out, 'pairs', 'real_satellite')
         _check(pairs.main(['--map', 'real_satellite', '--out', folder, '--count',
                            str(real_count), '--drone-view', 'normalized', '--image-size',
