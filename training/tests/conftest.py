@@ -7,8 +7,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 try:
     import torch
     torch.set_num_threads(1)
-except ImportError:  # pragma: no cover - the training extras are installed by make test
-    pass
+except ImportError:  # the extras were not installed (scripts/bootstrap.sh found too little disk)
+    torch = None
+
+# Without the training extras these modules cannot even be imported: they are left out (the
+# data, merge, pair and augmentation tests still run; the others skip by importorskip).
+collect_ignore = ['test_lora.py', 'test_loss.py', 'test_train.py', 'test_ddp.py'] \
+    if torch is None else []
 
 
 import logging  # noqa: E402
