@@ -52,6 +52,8 @@ PARAMETERS = [
     ('min_scan_altitude_m', 0.0, 'Scans taken lower than this (pose z, m above the start) are '
      'not integrated: a drone maps obstacles at its survey altitude, not the houses and trees '
      'its LIDAR sweeps during take-off and landing, which it clears vertically. 0: every scan'),
+    ('scan_timeout_s', 2.0, 'No /scan for this long after the first one (LIDAR dropout, '
+     'driver down): WARN on /diagnostics, obstacles are not being mapped, s (sim time)'),
     ('max_scan_rate', 5.0, 'Most scans integrated per second of scan time, Hz (the rest are '
      'dropped; ray tracing costs CPU)'),
     ('publish_rate', 2.0, 'Most /map messages per second (only when something changed), Hz'),
@@ -71,6 +73,7 @@ class MapHandlerNode(Node):
                       'low': 0}
         self.scans = deque(maxlen=20)
         self.last_scan_t = -math.inf
+        self.last_scan_rx = None      # node-clock seconds of the last /scan received
         self.static_error = ''
         self._static_deadline = None
         if p['static_map'] and not self._load_static(final=False):
@@ -172,6 +175,7 @@ class MapHandlerNode(Node):
         self.get_logger().warning(text, throttle_duration_sec=5.0)
 
     def _on_scan(self, msg):
+        self.last_scan_rx = self.get_clock().now().nanoseconds * 1e-9
         if self.mapper is None:
             self._skip('scan skipped: waiting for the static map')
             return
@@ -262,6 +266,14 @@ class MapHandlerNode(Node):
                     f'{change.max_x:.1f}] y [{change.min_y:.1f}, {change.max_y:.1f}]')
         self.change_pub.publish(change)
 
+    def _scan_silence(self):
+        """Seconds since the last /scan when that is more than scan_timeout_s, else None
+        (also None before the first scan: a graph without a LIDAR is not an error)."""
+        if self.last_scan_rx is None or float(self.cfg['scan_timeout_s']) <= 0:
+            return None
+        silent = self.get_clock().now().nanoseconds * 1e-9 - self.last_scan_rx
+        return silent if silent > float(self.cfg['scan_timeout_s']) else None
+
     def grid_map(self):
         return GridMap(self.mapper.occupancy(), self.mapper.resolution, self.mapper.origin)
 
@@ -270,6 +282,12 @@ class MapHandlerNode(Node):
             self.diag.publish('waiting for the static map', {'static_map': self.cfg['static_map']})
             return
         s = self.stats
+        silent = self._scan_silence()
+        if silent is not None:
+            text = (f"no {self.cfg['scan_topic']} for {silent:.1f} s (LIDAR dropout?): "
+                    'obstacles are not being mapped')
+            self.diag.problem_seen(text)
+            self.get_logger().warning(text, throttle_duration_sec=5.0)
         self.diag.publish(f"{s['scans']} scans, {s['occupied']} occupied cells",
                           {'scans_used': s['scans'], 'scans_skipped': s['skipped'],
                            'scans_throttled': s['throttled'],

@@ -198,9 +198,19 @@ class LocalizerNode(Node):
         a = msg.linear_acceleration
         quat, acc = (q.x, q.y, q.z, q.w), (a.x, a.y, a.z)
         if not all(math.isfinite(v) for v in quat + acc):
-            self._problem('IMU sample with NaN orientation or acceleration ignored',
+            self._problem('IMU sample with NaN orientation or acceleration ignored: '
+                          'coasting on the last attitude at constant velocity',
                           counter='nan_imu')
-            return
+            if self.orientation is None or not math.isfinite(t):
+                return
+            # the pose keeps coming (the mission and the follower stop without one): the
+            # filter predicts with the last good attitude and no acceleration (specific force
+            # = gravity in the body frame)
+            from skyloc_localization.kalman import GRAVITY, rotation_from_quaternion
+            R = rotation_from_quaternion(*self.orientation)
+            if R is None:
+                return
+            quat, acc = self.orientation, tuple(float(v) for v in R.T @ (0.0, 0.0, GRAVITY))
         if not self.core.imu(t, quat, acc):
             st = self.core.kf.stats
             if st['time_backwards']:

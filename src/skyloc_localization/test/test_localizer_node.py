@@ -175,6 +175,10 @@ def test_fix_from_descriptors_and_bad_input_survived(tmp_path, data):
         assert "footprint 60 m" in text
         assert 'time went backwards' in text
         assert int(drv.values('nan_imu_samples')[-1]) >= 10
+        # the pose goes on through the NaN samples (coasting), finite
+        coasted = [p for p in drv.poses if 9.0 <= p.header.stamp.sec +
+                   p.header.stamp.nanosec * 1e-9 <= 9.2]
+        assert coasted and all(math.isfinite(p.pose.pose.position.x) for p in coasted)
         assert int(drv.values('model_mismatch')[-1]) == 1
         # no barometer any more: a warning, the vertical covariance grows, poses go on
         before = drv.poses[-1].pose.covariance[14]

@@ -18,7 +18,7 @@ from skyloc_sim.vehicle import GroundRobot, Limits, Multirotor, sanitize_command
 EVENT_ARITY = {
     'add_obstacle': (4, 4), 'remove_obstacles': (0, 0), 'camera_blackout': (1, 1),
     'imu_nan_burst': (1, 1), 'baro_step': (1, 1), 'lidar_dropout': (1, 1),
-    'teleport': (2, 4),
+    'teleport': (2, 4), 'kidnap': (2, 2),
 }
 
 
@@ -183,6 +183,13 @@ class Simulation:
         elif name == 'baro_step':
             self.baro.step_m += args[0]
             msg = f'barometer altitude step {args[0]:+.1f} m'
+        elif name == 'kidnap':    # teleport by (dx, dy) from where the vehicle is
+            v = self.vehicle
+            x0, y0 = float(v.position[0]), float(v.position[1])
+            v.position[0], v.position[1] = x0 + args[0], y0 + args[1]
+            v.velocity[:] = 0.0
+            msg = (f'vehicle kidnapped {math.hypot(args[0], args[1]):.0f} m: ({x0:.1f}, '
+                   f'{y0:.1f}) -> ({v.position[0]:.1f}, {v.position[1]:.1f})')
         else:  # teleport
             v = self.vehicle
             v.position[0], v.position[1] = args[0], args[1]
