@@ -21,6 +21,7 @@ setup(
     entry_points={
         'console_scripts': [
             'localizer = skyloc_localization.localizer_node:main',
+            'health = skyloc_localization.health_node:main',
         ],
     },
 )

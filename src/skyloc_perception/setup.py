@@ -21,6 +21,7 @@ setup(
     entry_points={
         'console_scripts': [
             'embedder = skyloc_perception.embedder_node:main',
+            'camera = skyloc_perception.camera_node:main',
             'build_bundle = skyloc_perception.build_bundle:main',
         ],
     },

@@ -16,13 +16,16 @@ import yaml
 
 
 def start_node(package, executable, node_name, params, domain_id, folder):
-    """Start an installed node with `params` (a dict) in a params file under `folder`."""
+    """Start an installed node named `node_name` with `params` (a dict) in a params file under
+    `folder`."""
     from ament_index_python.packages import get_package_prefix
     path = os.path.join(str(folder), f'{node_name}_{domain_id}.yaml')
     with open(path, 'w') as stream:
         yaml.safe_dump({node_name: {'ros__parameters': params}}, stream)
     exe = os.path.join(get_package_prefix(package), 'lib', package, executable)
-    return subprocess.Popen([exe, '--ros-args', '--params-file', path],
+    # the node is named node_name (its params file section): two of a kind can run side by side
+    return subprocess.Popen([exe, '--ros-args', '-r', f'__node:={node_name}', '--params-file',
+                             path],
                             env=dict(os.environ, ROS_DOMAIN_ID=str(domain_id)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
