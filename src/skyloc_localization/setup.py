@@ -22,6 +22,7 @@ setup(
         'console_scripts': [
             'localizer = skyloc_localization.localizer_node:main',
             'health = skyloc_localization.health_node:main',
+            'mavros_bridge = skyloc_localization.mavros_bridge_node:main',
         ],
     },
 )
