@@ -929,3 +929,51 @@ def test_driver_plugin_flies_and_publishes(tmp_path, monkeypatch):
     assert info.header.frame_id == 'camera_link'
     stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in received['truth']]
     assert stamps == sorted(stamps) and stamps[-1] == pytest.approx(26.5, abs=0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# The URDF's kinematic tree (robot_state_publisher)
+# --------------------------------------------------------------------------------------------
+
+def _rpy_matrix(rpy):
+    r, p, y = rpy
+    cr, sr, cp, sp, cy, sy = (np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y))
+    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                     [-sp, cp * sr, cp * cr]])
+
+
+def test_urdf_is_one_tree_rooted_at_base_link_with_the_sensor_frames(urdf):
+    links = {link.get('name') for link in urdf.findall('link')}
+    assert {'base_link', 'imu_link', 'camera_link', 'camera_optical_link', 'laser'} <= links
+    joints = urdf.findall('joint')
+    children = [j.find('child').get('link') for j in joints]
+    parents = {j.find('child').get('link'): j.find('parent').get('link') for j in joints}
+    assert len(children) == len(set(children))                     # each link one parent
+    assert set(children) | {'base_link'} == links                  # one root: base_link
+    for link in links - {'base_link'}:
+        seen, at = set(), link
+        while at != 'base_link':
+            assert at not in seen and at in parents, link          # no loop, reaches the root
+            seen.add(at)
+            at = parents[at]
+    for j in joints:
+        assert j.get('type') == 'fixed'
+        origin = j.find('origin')
+        values = [float(v) for v in origin.get('xyz').split() + origin.get('rpy').split()]
+        assert len(values) == 6 and all(np.isfinite(values))
+
+
+def test_urdf_camera_looks_down_with_image_up_forward(urdf):
+    joints = {j.get('name'): j for j in urdf.findall('joint')}
+
+    def rot(name):
+        return _rpy_matrix([float(v) for v in joints[name].find('origin').get('rpy').split()])
+
+    cam = rot('camera_joint')
+    assert np.allclose(cam @ [1, 0, 0], [0, 0, -1], atol=1e-9)      # camera x: down
+    optical = cam @ rot('camera_optical_joint')
+    assert np.allclose(optical @ [0, 0, 1], [0, 0, -1], atol=1e-9)  # optical z: the view
+    assert np.allclose(optical @ [0, -1, 0], [1, 0, 0], atol=1e-9)  # image up: forward
+    laser = rot('laser_joint')
+    assert np.allclose(laser @ [0, 0, 1], [0, 0, -1], atol=1e-9)    # upside down
