@@ -1,9 +1,8 @@
 # skyloc: the two commands are `make demo` and `make test`; both bootstrap a fresh machine.
 SHELL := /bin/bash
-# LARGE_DATA: camera frames (0.9 MB) are lost over UDP fragments with best-effort QoS.
-# (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST is not set: with it LARGE_DATA loses frames again.)
+# config/fastdds.xml: shared memory with a segment large enough for 0.9 MB camera frames.
 ENV := set +u; source .venv/bin/activate && source install/setup.bash && \
-       export FASTDDS_BUILTIN_TRANSPORTS=$${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA} &&
+       export FASTDDS_DEFAULT_PROFILES_FILE=$${FASTDDS_DEFAULT_PROFILES_FILE:-$(CURDIR)/config/fastdds.xml} &&
 
 .PHONY: demo room test sim bench model build bootstrap flake8 check-launch webots-world clean
 

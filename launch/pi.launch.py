@@ -1,6 +1,6 @@
 """Raspberry Pi: the on-board skyloc graph of config/graphs/pi.yaml with real sensors.
 
-    ros2 launch launch/pi.launch.py [params_file:=config/pi.yaml] [world:=maps/area.yaml]
+    ros2 launch launch/pi.launch.py [params_file:=config/pi.yaml] [mavros:=true] [camera:=false]
 
 Run from the workspace root after `source install/setup.bash`; camera, IMU, barometer and
 LIDAR drivers are started separately (or by the system) and remapped to the topic contract.

@@ -5,7 +5,8 @@ set -o pipefail
 cd "$(dirname "$0")/.."
 set +u
 source .venv/bin/activate && source install/setup.bash
-export FASTDDS_BUILTIN_TRANSPORTS=${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}
+export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$PWD/config/fastdds.xml}
+unset FASTDDS_BUILTIN_TRANSPORTS
 export PYTHONDONTWRITEBYTECODE=1
 passed=0; failed=0; skipped=0; failures=()
 

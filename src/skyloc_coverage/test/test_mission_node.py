@@ -12,12 +12,13 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import BatteryState
+from skyloc_sim.dds import configure_dds
 from skyloc_sim.testing import start_node, stop_process, TestNode
 from std_msgs.msg import Float32, String
 
 from skyloc_coverage.ros_common import LATCHED
 
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+configure_dds(start=__file__)
 DOMAIN = 200 + os.getpid() % 8
 
 

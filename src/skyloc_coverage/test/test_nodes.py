@@ -10,12 +10,13 @@ import numpy as np
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data, ReliabilityPolicy
 from sensor_msgs.msg import LaserScan
 from skyloc_interfaces.msg import MapChange
+from skyloc_sim.dds import configure_dds
 from skyloc_sim.testing import start_node, stop_process, TestNode
 from std_msgs.msg import Float32
 
 from skyloc_coverage.ros_common import grid_from_msg, grid_to_msg
 
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+configure_dds(start=__file__)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 DOMAIN = 210 + os.getpid() % 10

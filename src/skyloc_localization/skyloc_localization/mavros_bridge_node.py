@@ -126,8 +126,8 @@ class MavrosBridgeNode(Node):
         values = (msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.z)
         if self.yaw is None or not all(math.isfinite(v) for v in values):
             self.stats['setpoints_dropped'] += 1
-            self._warn('velocity command dropped: ' + ('no pose yet (yaw unknown)'
-                                                      if self.yaw is None else 'NaN'))
+            reason = 'no pose yet (yaw unknown)' if self.yaw is None else 'NaN'
+            self._warn(f'velocity command dropped: {reason}')
             return
         self.setpoint_pub.publish(body_to_enu(msg, self.yaw))
         self.stats['setpoints'] += 1

@@ -6,13 +6,14 @@ import os
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import pytest
+from skyloc_sim.dds import configure_dds
 from skyloc_sim.testing import start_node, stop_process, TestNode
 from std_msgs.msg import Float32
 
 from skyloc_localization.health_node import (LATCHED, read_meminfo, read_number,
                                              ThermalGovernor, throttle_flags)
 
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+configure_dds(start=__file__)
 DOMAIN = 230 + os.getpid() % 3
 
 

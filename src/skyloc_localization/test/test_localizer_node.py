@@ -20,9 +20,10 @@ from localization_testdata import ALTITUDE, camera_image, tiny_bundle, tiny_data
 from skyloc_perception.bundle import DescriptorPipeline
 from skyloc_perception.normalize import normalize_query
 from skyloc_sim.sensors import isa_pressure
+from skyloc_sim.dds import configure_dds
 from skyloc_sim.testing import start_node, stop_process, TestNode
 
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+configure_dds(start=__file__)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 

@@ -8,11 +8,12 @@ import os
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, Twist
 import pytest
+from skyloc_sim.dds import configure_dds
 from skyloc_sim.testing import start_node, stop_process, TestNode
 
 from skyloc_localization.mavros_bridge_node import body_to_enu
 
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+configure_dds(start=__file__)
 DOMAIN = 80 + os.getpid() % 5
 
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
+from skyloc_sim.dds import configure_dds
 from skyloc_sim.testing import start_node, stop_process, TestNode
 
 from skyloc_perception.camera_node import calibration_info, pinhole_info
 
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+configure_dds(start=__file__)
 DOMAIN = 85 + os.getpid() % 5
 
 

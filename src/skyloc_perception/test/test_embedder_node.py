@@ -12,9 +12,10 @@ from skyloc_interfaces.msg import Descriptor
 
 from skyloc_perception.bundle import load_bundle
 from skyloc_perception.build_bundle import build, parser
+from skyloc_sim.dds import configure_dds
 from skyloc_sim.testing import start_node, stop_process, TestNode
 
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+configure_dds(start=__file__)
 
 
 @pytest.fixture(scope='module')

@@ -7,9 +7,11 @@ its `events` parameter in a copy of config/sim.yaml: a camera blackout, a burst 
 samples, a barometer step, a LIDAR dropout and a kidnap (the vehicle moved 150-200 m). The run
 is recorded like `make demo` (bag, logs, report.html); then each fault is judged from the bag:
 
-- detected: some node's /diagnostics went WARN or ERROR (or the localizer DEGRADED / LOST)
-  between the fault's start and 15 s after its end (a barometer step has no second altitude
-  source to be seen against: it is reported, not required);
+- detected: a node that should see the fault (the embedder or the localizer a camera blackout
+  or NaN IMU samples, the map handler a LIDAR dropout, the localizer a kidnap) went WARN or
+  ERROR on /diagnostics (the localizer: or DEGRADED / LOST) between the fault's start and 15 s
+  after its end (a barometer step has no second altitude source to be seen against: it is
+  reported, not required);
 - back to OK: the localizer's state is OK again after the fault;
 - recovered: the horizontal error (a 10 s rolling median, ground truth from /sim/ground_truth,
   read only here) is within `--goal-m` again, and stays there for 20 s, <= 60 s after the
@@ -51,8 +53,10 @@ SHORT = [
     (90.0, 'baro_step', [10.0], 0.0),
     (105.0, 'kidnap', [150.0, 0.0], 0.0),
 ]
-# the faults a node can see (a barometer step has nothing to be compared with)
-OBSERVABLE = {'camera_blackout', 'imu_nan_burst', 'lidar_dropout', 'kidnap'}
+# the nodes that should see each fault (a barometer step has nothing to be compared with)
+WATCHERS = {'camera_blackout': ('embedder', 'localizer'), 'imu_nan_burst': ('embedder',
+            'localizer'), 'lidar_dropout': ('map_handler',), 'kidnap': ('localizer',)}
+OBSERVABLE = set(WATCHERS)
 LEVEL_NAMES = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
 
 
@@ -124,8 +128,10 @@ def judge(schedule, diagnostics, t_err, err, goal_m, t_end):
     verdicts = []
     for t0, name, args, duration in schedule:
         t1 = t0 + duration
+        watchers = WATCHERS.get(name, ())
         seen = [(t, n, LEVEL_NAMES.get(lvl, str(lvl)), m) for t, n, lvl, m, _ in diagnostics
-                if t0 <= t <= t1 + DETECT_GRACE_S and lvl >= 1]
+                if t0 <= t <= t1 + DETECT_GRACE_S and lvl >= 1
+                and n.split(':')[0].strip() in watchers]
         states = sorted({s for t, s in localizer if t0 <= t <= t1 + DETECT_GRACE_S})
         nodes = sorted({n for _, n, _, _ in seen})
         back_ok = next((t for t, s in localizer if t > t1 and s == 'OK'), None)
@@ -137,8 +143,6 @@ def judge(schedule, diagnostics, t_err, err, goal_m, t_end):
                    'localizer_states': states,
                    'localizer_ok_again_s': None if back_ok is None else round(back_ok - t1, 1)}
         after = t_err >= t1
-        window = (t_err >= t0) & (t_err <= t1 + RECOVERY_LIMIT_S)
-        verdict['max_error_m'] = float(err[window].max()) if window.any() else None
         within = after & _stays_within(t_err, smooth, goal_m, HOLD_S)
         if not after.any():
             verdict['recovered_after_s'] = None
@@ -147,6 +151,10 @@ def judge(schedule, diagnostics, t_err, err, goal_m, t_end):
             verdict['recovered_after_s'] = round(float(max(0.0, t_err[within][0] - t1)), 1)
         else:
             verdict['recovered_after_s'] = None
+        until = t1 + (verdict['recovered_after_s'] if verdict['recovered_after_s'] is not None
+                      else RECOVERY_LIMIT_S)
+        window = (t_err >= t0) & (t_err <= max(until, t0 + 1.0))
+        verdict['max_error_m'] = float(err[window].max()) if window.any() else None
         left = t_end - t1
         verdict['recovered'] = (verdict['recovered_after_s'] is not None
                                 and verdict['recovered_after_s'] <= RECOVERY_LIMIT_S)
@@ -180,6 +188,7 @@ def plot(path, t_err, err, smooth, verdicts, goal_m, localizer):
     ax.plot(t_err, smooth, color='#007aff', lw=1.5, label=f'{ROLLING_S:g} s rolling median')
     ax.axhline(goal_m, color='#ff3b30', ls='--', lw=1, label=f'goal {goal_m:g} m')
     ax.set_yscale('symlog', linthresh=10.0)
+    ax.set_ylim(bottom=0.0)
     ax.set_xlabel('simulated time, s')
     ax.set_ylabel('error, m')
     ax.set_title('Faults: error over time (bands: fault windows; dotted: back within the goal;'

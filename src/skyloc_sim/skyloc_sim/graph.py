@@ -14,7 +14,7 @@ One file is read by both ``launch/<graph>.launch.py`` (on a machine with ROS 2) 
         name: sim
         params_file: config/sim.yaml       # optional; default: the params_file argument
         arg_parameters: [world]            # launch arguments passed as same-named parameters
-        remappings: ['/a:=/b']             # optional
+        remappings: ['/a:=/b', '/imu/data:=${imu_topic}']  # optional; ${arg}: its value
         condition: rviz                    # optional: only when this boolean argument is true
         arguments: ['-d', config/skyloc.rviz]  # optional command-line arguments
         external: true                     # optional: a package outside this workspace (rviz2)
@@ -48,11 +48,17 @@ class NodeSpec:
     condition: str = None
     external: bool = False
 
-    def remap_pairs(self):
-        """Remappings as (from, to) tuples."""
+    def remap_pairs(self, values=None):
+        """Remappings as (from, to) tuples; '${arg}' is replaced by that argument's value."""
         pairs = []
         for item in self.remappings:
-            src, _, dst = str(item).partition(':=')
+            text = str(item)
+            for name, value in (values or {}).items():
+                text = text.replace('${' + name + '}', str(value))
+            if '${' in text:
+                raise GraphError(f"node '{self.name}': remapping '{item}' names an argument "
+                                 'the graph does not declare')
+            src, _, dst = text.partition(':=')
             pairs.append((src, dst))
         return pairs
 

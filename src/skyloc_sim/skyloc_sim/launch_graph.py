@@ -22,6 +22,13 @@ def graph_actions(graph_name, launch_file):
     actions = [DeclareLaunchArgument(name, default_value=str(spec['default']),
                                      description=spec['description'])
                for name, spec in graph.arguments.items()]
+    # the nodes' Fast DDS transports (config/fastdds.xml: 8 MB shared-memory segment for the
+    # camera frames), unless the user set a profile of their own
+    profile = os.path.join(root, 'config', 'fastdds.xml')
+    if not os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE') and os.path.isfile(profile):
+        from launch.actions import SetEnvironmentVariable, UnsetEnvironmentVariable
+        actions += [SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', profile),
+                    UnsetEnvironmentVariable('FASTDDS_BUILTIN_TRANSPORTS')]
 
     def make_nodes(context):
         values = {name: LaunchConfiguration(name).perform(context) for name in graph.arguments}
@@ -34,7 +41,7 @@ def graph_actions(graph_name, launch_file):
             nodes.append(Node(
                 package=spec.package, executable=spec.executable, name=spec.name,
                 output='screen', emulate_tty=True, parameters=parameters,
-                remappings=spec.remap_pairs(),
+                remappings=spec.remap_pairs(values),
                 arguments=[graph.resolve(a) if a.startswith('config/') else a
                            for a in spec.arguments]))
         return nodes

@@ -53,7 +53,7 @@ def ros_arguments(graph, spec, values):
         args += ['--params-file', params_file]
     for name, value in graph.node_parameters(spec, values).items():
         args += ['-p', f'{name}:={_yaml_value(value)}']
-    for src, dst in spec.remap_pairs():
+    for src, dst in spec.remap_pairs(values):
         args += ['-r', f'{src}:={dst}']
     return args
 
@@ -234,7 +234,7 @@ def _log(text):
 
 
 def run_multi_process(graph, nodes, values, args):
-    env = dict(os.environ)  # FASTDDS_BUILTIN_TRANSPORTS is set by cmd_run
+    env = dict(os.environ)  # FASTDDS_DEFAULT_PROFILES_FILE is set by cmd_run
     width = max(len(n.name) for n in nodes)
     # the recorder first: it takes seconds to start, and the simulator's clock does not wait
     recorder = _start_recorder(args, values) if args.record else None
@@ -396,9 +396,10 @@ def cmd_run(args):
         os.makedirs(args.log_dir, exist_ok=True)
     if args.domain_id is not None:
         os.environ['ROS_DOMAIN_ID'] = str(args.domain_id)
-    # camera frames (0.9 MB) exceed Fast DDS's default shared-memory segment; over UDP
-    # fragments a best-effort reader loses most of them. LARGE_DATA delivers them all.
-    os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+    # camera frames (0.9 MB) need a larger shared-memory segment than Fast DDS's default:
+    # config/fastdds.xml (inherited by every node process)
+    from skyloc_sim.dds import configure_dds
+    configure_dds(start=graph.root)
     os.environ['SKYLOC_ROOT'] = graph.root  # nodes resolve relative data paths from here
     mode = 'single process' if args.single_process else 'one process per node'
     _log(f"graph '{graph.name}' ({graph.path}): {len(nodes)} nodes, {mode}, domain "

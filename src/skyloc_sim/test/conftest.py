@@ -4,11 +4,11 @@ import os
 
 import pytest
 
+from skyloc_sim.dds import configure_dds
 from skyloc_sim.world import read_corner_list, shared_real_satellite_dir
 
-# 640x480 rgb8 frames (0.9 MB) exceed Fast DDS's default shared-memory segment and are lost
-# over UDP fragments with best-effort QoS; the LARGE_DATA builtin transports deliver them.
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+# 640x480 rgb8 frames (0.9 MB) need the larger shared-memory segment of config/fastdds.xml
+configure_dds(start=__file__)
 
 
 @pytest.fixture(scope='session')

@@ -51,6 +51,7 @@ def test_scenario_params_replace_the_events_and_keep_the_rest(tmp_path):
 def test_a_fault_seen_and_recovered_within_the_limit_passes():
     t, err = _series(bump=(50.0, 90.0, 60.0))        # error high until 30 s after the end
     diags = [(55.0, 'localizer: pose', 1, 'no fix for 10 s', {'state': 'DEGRADED'}),
+             (56.0, 'follower: path', 1, 'no recent pose', {}),     # not a watcher: ignored
              (95.0, 'localizer: pose', 0, 'ok', {'state': 'OK'})]
     (v,) = faults.judge([(50.0, 'camera_blackout', [10.0], 10.0)], diags, t, err, 5.0, 200.0)
     assert v['detected'] and v['reported_by'] == ['localizer: pose']
