@@ -98,7 +98,7 @@ class LocalizerNode(Node):
         self.baro_seen = False
         self.stats = {'descriptors': 0, 'queries': 0, 'valid': 0, 'bad_descriptor': 0,
                       'model_mismatch': 0, 'time_backwards': 0, 'no_crop': 0, 'nan_imu': 0,
-                      'stale': 0,
+                      'stale': 0, 'reseeded': 0,
                       'query_ms': [], 'problems': [], 'level': OK}
         self._load(p)
 
@@ -357,9 +357,10 @@ class LocalizerNode(Node):
             f'peak {loc.geometric_score:.3f} {out.source} valid={out.valid} '
             f'{"accepted" if fr is not None and fr.accepted else "not applied"}'
             f'{" RESEED" if out.reseeded else ""} {out.timings_ms["total"]:.0f} ms')
-        if out.reseeded:
-            self.get_logger().info(f're-seeded the filter at ({out.estimate.mode[0]:.0f}, '
-                                   f'{out.estimate.mode[1]:.0f}) m from the probability map')
+        if out.reseeded:   # the filter was wrong (a kidnap, or drift): WARN on /diagnostics
+            x, y = self.core.kf.position[:2]
+            self._problem(f're-seeded the filter from the map at ({x:.0f}, {y:.0f}) m: the '
+                          'pose jumped (kidnap or drift)', counter='reseeded')
         self._publish_probability_map(msg.header.stamp)
         self._update_rate()
 
