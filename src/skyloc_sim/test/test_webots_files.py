@@ -465,7 +465,8 @@ def test_webots_graph_loads_without_the_builtin_simulator():
     assert not any(n.package == 'skyloc_sim' and n.executable == 'sim' for n in graph.nodes)
     rviz = [n for n in graph.nodes if n.name == 'rviz2']
     assert len(rviz) == 1 and rviz[0].condition == 'rviz' and rviz[0].external
-    assert [n.name for n in graph.active_nodes({'rviz': 'false'})] == ['embedder', 'localizer']
+    assert [n.name for n in graph.active_nodes({'rviz': 'false'})] == [
+        'embedder', 'localizer', 'map_handler', 'coverage', 'follower', 'mission']
     sim_rviz = [n for n in load_graph('sim', ROOT).nodes if n.name == 'rviz2'][0]
     assert rviz[0] == sim_rviz
 
