@@ -187,8 +187,40 @@ def run_mission(args):
             'resources': report.get('resources', {})}
 
 
+def run_pi(args):
+    """Issue 7: the Pi graph's memory, single process vs one process per node (bench_pi)."""
+    from bench_pi import bench_pi
+    return bench_pi(seconds=120.0, tiles=10000)
+
+
+def run_reliability(args):
+    """Issue 7: the full fault scenario (python -m skyloc_sim.faults) and a soak
+    (python -m skyloc_sim.faults --soak MIN), each judged from its bag."""
+    import glob
+    import subprocess
+    out = {}
+    for key, extra in (('faults', []), ('soak', ['--soak', str(args.soak_minutes)])):
+        folder = os.path.join(ROOT, '.cache', 'bench', key)
+        os.makedirs(folder, exist_ok=True)
+        before = set(glob.glob(os.path.join(folder, '*')))
+        t0 = time.monotonic()
+        print(f'[bench] reliability: python -m skyloc_sim.faults {" ".join(extra)}', flush=True)
+        code = subprocess.call([sys.executable, '-m', 'skyloc_sim.faults', '--out', folder]
+                               + extra, cwd=ROOT, stdout=subprocess.DEVNULL)
+        runs = sorted(set(glob.glob(os.path.join(folder, '*'))) - before)
+        result_file = os.path.join(runs[-1], f'{key}.json') if runs else ''
+        if not os.path.isfile(result_file):
+            out[key] = {'error': f'exit code {code}, no {key}.json', 'exit_code': code}
+            continue
+        with open(result_file) as stream:
+            out[key] = json.load(stream)
+        out[key]['wall_s'] = round(time.monotonic() - t0, 1)
+    return out
+
+
 SUITES = {'sim': run_sim, 'perception': run_perception, 'coverage': run_coverage,
-          'localization': run_localization, 'training': run_training, 'mission': run_mission}
+          'localization': run_localization, 'training': run_training, 'mission': run_mission,
+          'pi': run_pi, 'reliability': run_reliability}
 
 
 def table(results):
@@ -572,6 +604,8 @@ def main(argv=None):
                         help='length of rate measurements, s')
     parser.add_argument('--minutes', type=float, default=10.0,
                         help='simulated survey length of the localization suite, min')
+    parser.add_argument('--soak-minutes', type=float, default=60.0,
+                        help='simulated minutes of the reliability soak (default 60)')
     parser.add_argument('--table-only', action='store_true',
                         help='only rewrite BENCHMARKS.md from bench/results/*.json')
     args = parser.parse_args(argv)

@@ -167,6 +167,96 @@ def judge(schedule, diagnostics, t_err, err, goal_m, t_end):
     return verdicts
 
 
+# the soak: a 1000 m x 1000 m survey flown slowly on a large battery, so that the whole
+# pipeline works for the requested time (the mast scenario and its replan included)
+SOAK_PARAMS = {
+    'sim': {'battery_capacity_wh': 2000.0},
+    'coverage': {'area': [-500.0, -450.0, 500.0, -450.0, 500.0, 550.0, -500.0, 550.0]},
+    'map_handler': {'size_m': [1120.0, 1120.0], 'origin': [-560.0, -510.0]},
+}
+STALL_TOPICS = ('/imu/data', '/baro', '/scan', '/skyloc/pose', '/skyloc/descriptor',
+                '/camera/camera_info', '/coverage/progress', '/diagnostics')
+STALL_S = 10.0        # no message on a topic for this long while airborne: a stall
+RSS_GROWTH_LIMIT = 10.0   # percent, from a quarter into the run to its end
+
+
+def soak_speed(minutes):
+    """Follower speed that makes the soak survey last about `minutes` (~9 km of path)."""
+    return float(min(10.0, max(1.0, 9000.0 / (minutes * 60.0))))
+
+
+def topic_gaps(bag_dir, topics, t_from, t_to):
+    """Longest gap (s, log time) between messages of each topic inside [t_from, t_to]; a
+    topic with no message there has the whole span as its gap."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import get_typestore, Stores
+    last = {t: t_from for t in topics}
+    gaps = {t: 0.0 for t in topics}
+    with AnyReader([Path(bag_dir)], default_typestore=get_typestore(Stores.LATEST)) as reader:
+        conns = [c for c in reader.connections if c.topic in topics]
+        for conn, log_ns, _ in reader.messages(connections=conns):
+            t = log_ns * 1e-9
+            if t < t_from or t > t_to:
+                continue
+            gaps[conn.topic] = max(gaps[conn.topic], t - last[conn.topic])
+            last[conn.topic] = t
+    for topic in topics:
+        gaps[topic] = round(max(gaps[topic], t_to - last[topic]), 2)
+    return gaps
+
+
+def analyse_soak(run_dir, minutes, runner_code):
+    """soak.json: RSS growth per node, topic stalls while airborne, error figures."""
+    from skyloc_sim.report import ESTIMATE_TOPICS, error_stats, horizontal_error
+    from skyloc_sim.track_plot import bag_topics, read_track
+    bag = os.path.join(run_dir, 'bag')
+    topics = bag_topics(bag)
+    truth = read_track(bag, '/sim/ground_truth')
+    est_topic = next((t for t in ESTIMATE_TOPICS if t in topics), None)
+    estimate = read_track(bag, est_topic) if est_topic else np.zeros((0, 4))
+    t, err, _, airborne = horizontal_error(truth, estimate)
+    air = truth[truth[:, 3] > truth[0, 3] + 2.0, 0] if len(truth) else np.zeros(0)
+    t_from, t_to = (float(air[0]) + 30.0, float(air[-1])) if len(air) else (0.0, 0.0)
+    gaps = topic_gaps(bag, STALL_TOPICS, t_from, t_to) if t_to > t_from else {}
+    with open(os.path.join(run_dir, 'logs', 'resources.json')) as stream:
+        resources = json.load(stream)
+    growth = {}
+    for node, r in resources.items():
+        q, last = r.get('rss_quarter_mb'), r.get('rss_last_mb')
+        if q and last:
+            growth[node] = {'rss_quarter_mb': q, 'rss_last_mb': last,
+                            'growth_percent': round(100.0 * (last - q) / q, 1)}
+    stalls = {k: v for k, v in gaps.items() if v > STALL_S}
+    result = {'run_dir': run_dir, 'requested_minutes': minutes,
+              'sim_seconds': round(float(truth[-1, 0]), 1) if len(truth) else 0.0,
+              'airborne_s': round(t_to - t_from + 30.0, 1) if t_to > t_from else 0.0,
+              'runner_exit_code': runner_code, 'no_node_died': runner_code == 0,
+              'rss_growth': growth, 'rss_growth_limit_percent': RSS_GROWTH_LIMIT,
+              'max_topic_gap_s': gaps, 'stall_limit_s': STALL_S, 'stalls': stalls,
+              'error': error_stats(err[airborne]) if len(err) else None}
+    result['passed'] = bool(runner_code == 0 and not stalls and growth and all(
+        g['growth_percent'] < RSS_GROWTH_LIMIT for g in growth.values()))
+    with open(os.path.join(run_dir, 'soak.json'), 'w') as stream:
+        json.dump(result, stream, indent=2)
+    return result
+
+
+def soak_lines(result):
+    lines = [f"soak: {result['sim_seconds']:.0f} s simulated ({result['airborne_s']:.0f} s "
+             f"airborne), no node died: {result['no_node_died']}"]
+    for node, g in sorted(result['rss_growth'].items()):
+        lines.append(f"  {node:<12} RSS {g['rss_quarter_mb']:.0f} -> {g['rss_last_mb']:.0f} MB "
+                     f"({g['growth_percent']:+.1f}%)")
+    for topic, gap in result['max_topic_gap_s'].items():
+        lines.append(f'  {topic:<22} longest gap {gap:.1f} s'
+                     + ('  STALL' if gap > result['stall_limit_s'] else ''))
+    if result['error']:
+        lines.append(f"  error while airborne: RMSE {result['error']['rmse_m']:.1f} m, p95 "
+                     f"{result['error']['p95_m']:.1f} m")
+    lines.append(f"  passed: {result['passed']}")
+    return lines
+
+
 def plot(path, t_err, err, smooth, verdicts, goal_m, localizer):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -268,12 +358,19 @@ def main(argv=None):
     parser.add_argument('--out', default=os.path.join('runs', 'faults'),
                         help='parent folder of the run folder (default runs/faults)')
     parser.add_argument('--domain-id', type=int, default=None)
+    parser.add_argument('--soak', type=float, metavar='MINUTES', default=None,
+                        help='instead of faults: a soak of this many simulated minutes (a '
+                             'slow 1000 m x 1000 m survey), judged on RSS growth per node '
+                             '(< 10%% from a quarter in) and topic stalls (none > 10 s)')
     parser.add_argument('--analyse', metavar='RUN_DIR', default=None,
                         help='only judge a recorded run folder again')
     args = parser.parse_args(argv)
-    schedule = SHORT if args.short else FULL
+    schedule = [] if args.soak else SHORT if args.short else FULL
     if args.goal_m is None:
         args.goal_m = 15.0 if args.short else 5.0
+    if args.analyse and args.soak:
+        print('\n'.join(soak_lines(analyse_soak(args.analyse, args.soak, 0))))
+        return 0
     if args.analyse:
         result = analyse(args.analyse, schedule, args.goal_m, 0)
         print('\n'.join(table(result)))
@@ -286,13 +383,18 @@ def main(argv=None):
     database = demo.prepare_database(root, world_yaml, bundle_dir, log=say)
     out = args.out if os.path.isabs(args.out) else os.path.join(root, args.out)
     run_dir = os.path.join(out, datetime.now().strftime('%Y%m%d-%H%M%S') +
-                           ('-short' if args.short else ''))
+                           ('-short' if args.short else '-soak' if args.soak else ''))
     os.makedirs(run_dir)
-    params_file = scenario_params(root, schedule, os.path.join(run_dir, 'params.yaml'))
-    sim_seconds = args.sim_seconds or (200.0 if args.short else 900.0)
+    extra = None
+    if args.soak:
+        extra = dict(SOAK_PARAMS, follower={'speed': soak_speed(args.soak)})
+    params_file = scenario_params(root, schedule, os.path.join(run_dir, 'params.yaml'), extra)
+    sim_seconds = args.sim_seconds or (200.0 if args.short else args.soak * 60.0 if args.soak
+                                       else 900.0)
     domain = args.domain_id if args.domain_id is not None else 100 + os.getpid() % 100
-    say(f"{len(schedule)} faults: {', '.join(f'{n} at {t:g} s' for t, n, _, _ in schedule)}; "
-        f'{sim_seconds:g} s simulated at most, at {args.rate:g}x; run folder {run_dir}')
+    what = 'soak, no faults' if args.soak else f"{len(schedule)} faults: " + ', '.join(
+        f'{n} at {t:g} s' for t, n, _, _ in schedule)
+    say(f'{what}; {sim_seconds:g} s simulated at most, at {args.rate:g}x; run folder {run_dir}')
     cmd = ['run', 'sim', '--root', root, '--domain-id', str(domain),
            '--sim-duration', str(sim_seconds), '--progress',
            '--record', os.path.join(run_dir, 'bag'), '--log-dir', os.path.join(run_dir, 'logs')]
@@ -306,6 +408,10 @@ def main(argv=None):
     with open(os.path.join(run_dir, 'run.json'), 'w') as stream:
         json.dump({'world': world_yaml, 'exit_code': code, 'wall_seconds': round(wall, 1),
                    'requested_rate': args.rate, 'schedule': schedule}, stream, indent=2)
+    if args.soak:
+        result = analyse_soak(run_dir, args.soak, code)
+        print('\n'.join(soak_lines(result)))
+        return 0 if result['passed'] else 1
     result = analyse(run_dir, schedule, args.goal_m, code)
     try:
         from skyloc_sim.report import write_report

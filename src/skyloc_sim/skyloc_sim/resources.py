@@ -137,7 +137,8 @@ class ResourceSampler:
         return self.summary()
 
     def summary(self):
-        """{name: {cpu_s, cpu_percent_mean, peak_rss_mb, rss_first_mb, rss_last_mb, samples}}.
+        """{name: {cpu_s, cpu_percent_mean, peak_rss_mb, rss_first_mb, rss_last_mb,
+        rss_quarter_mb, samples}}.
 
         cpu_percent_mean is over the time from add() to the last sample (100 = one core);
         peak_rss_mb is the larger of the highest sampled RSS of the tree and the highest VmHWM
@@ -156,6 +157,8 @@ class ResourceSampler:
                     'peak_rss_mb': round(max(max(rss, default=0), proc['hwm']) / MB, 1),
                     'rss_first_mb': round(rss[0] / MB, 1) if rss else None,
                     'rss_last_mb': round(rss[-1] / MB, 1) if rss else None,
+                    # a quarter into the run: the start-up is over (a soak's growth from here)
+                    'rss_quarter_mb': round(rss[len(rss) // 4] / MB, 1) if rss else None,
                     'samples': len(rss),
                 }
         return out

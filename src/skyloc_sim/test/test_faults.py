@@ -111,3 +111,19 @@ def test_short_fault_scenario_end_to_end(tmp_path):
     for verdict in last['faults']:
         assert verdict['passed'], lines
     assert os.path.isfile(last['plot'])
+
+
+def test_soak_parameters_cover_the_area_and_last_long_enough(tmp_path):
+    assert faults.soak_speed(60) == pytest.approx(2.5)
+    assert faults.soak_speed(5) == 10.0 and faults.soak_speed(1000) == 1.0
+    extra = dict(faults.SOAK_PARAMS, follower={'speed': faults.soak_speed(60)})
+    path = faults.scenario_params(workspace_root(), [], str(tmp_path / 'soak.yaml'), extra)
+    with open(path) as stream:
+        params = yaml.safe_load(stream)
+    assert params['sim']['ros__parameters']['events'] == []
+    assert params['follower']['ros__parameters']['speed'] == 2.5
+    assert params['follower']['ros__parameters']['lookahead_m'] == 20.0    # the rest kept
+    area = np.array(params['coverage']['ros__parameters']['area']).reshape(-1, 2)
+    mh = params['map_handler']['ros__parameters']
+    lo, size = np.array(mh['origin']), np.array(mh['size_m'])
+    assert np.all(area >= lo) and np.all(area <= lo + size)   # the grid holds the area
