@@ -264,6 +264,19 @@ def table(results):
         lines += mission_rows(mi)
         notes += ['', 'Mission (issue 7): `python bench/run.py --suite mission` runs `make demo` '
                   '(its run folder with report.html under .cache/bench/mission/).']
+    pi = results.get('pi')
+    if pi:
+        lines += pi_rows(pi)
+        notes += ['', 'Raspberry Pi graph (issue 7): `python bench/run.py --suite pi` '
+                  '(`python bench/bench_pi.py`): config/pi.yaml, a 10k-tile database, the '
+                  'simulator as the sensors, on this x86 machine (no Pi here).']
+    rel = results.get('reliability')
+    if rel:
+        lines += reliability_rows(rel)
+        notes += ['', 'Reliability (issue 7): `python bench/run.py --suite reliability '
+                  '[--soak-minutes 60]` runs `python -m skyloc_sim.faults` (faults.json, '
+                  'faults.png under .cache/bench/faults/) and `python -m skyloc_sim.faults '
+                  '--soak MIN` (soak.json under .cache/bench/soak/).']
     tr = results.get('training')
     if tr:
         lines += training_rows(tr)
@@ -273,6 +286,58 @@ def table(results):
                   'there) and `python -m skyloc_training.phase2` on its checkpoint '
                   '(bench/results/training.json).']
     return '\n'.join(lines + notes) + '\n'
+
+
+def pi_rows(pi):
+    """Issue 7: memory of the Pi graph."""
+    rows = []
+    single = pi.get('single_process', {})
+    multi = pi.get('multi_process', {})
+    if single:
+        rows.append(f"| pi | Pi graph (7 nodes, {pi['tiles']} tiles) in one process, peak RSS "
+                    f"over {pi['seconds']:.0f} s | {single.get('peak_rss_mb')} MB | <= "
+                    f"{pi['goal_mb']:.0f} MB | {'yes' if pi.get('meets_goal') else 'NO'} |")
+    if multi:
+        per = ', '.join(f'{k} {v:.0f}' for k, v in multi.get('peak_rss_mb_per_node', {}).items())
+        rows.append(f"| pi | same, one process per node: peak RSS per node (MB) | {per} "
+                    f"(sum {multi.get('sum_peak_rss_mb')}) | - | - |")
+    return rows
+
+
+def reliability_rows(rel):
+    """Issue 7: faults and soak."""
+    rows = []
+    faults = rel.get('faults', {})
+    if 'faults' in faults:
+        for v in faults['faults']:
+            det = ', '.join(n.split(':')[0] for n in v['reported_by']) or (
+                'not detected' if v['observable'] else 'not observable')
+            rec = '-' if v['recovered_after_s'] is None else f"{v['recovered_after_s']:.0f} s"
+            rows.append(f"| reliability | fault {v['fault']} at {v['t_s']:.0f} s: seen by; "
+                        f"within {faults['goal_m']:g} m again after | {det}; {rec} | seen; "
+                        f"<= {faults['recovery_limit_s']:.0f} s | "
+                        f"{'yes' if v['passed'] else 'NO'} |")
+        rows.append(f"| reliability | fault run: no node died, RMSE while airborne | "
+                    f"{faults['no_node_died']}, {_num(faults.get('rmse_m'), 'm')} | True | "
+                    f"{'yes' if faults['no_node_died'] else 'NO'} |")
+    elif faults:
+        rows.append(f"| reliability | fault run | {faults.get('error')} | - | NO |")
+    soak = rel.get('soak', {})
+    if 'rss_growth' in soak:
+        worst = max(soak['rss_growth'].items(), key=lambda kv: kv[1]['growth_percent'],
+                    default=(None, None))
+        gap = max(soak['max_topic_gap_s'].items(), key=lambda kv: kv[1], default=(None, 0))
+        rows.append(f"| reliability | soak {soak['sim_seconds'] / 60:.0f} min simulated "
+                    f"(asked {soak['requested_minutes']:g}): largest RSS growth per node | "
+                    f"{worst[0]} {worst[1]['growth_percent']:+.1f}% | < "
+                    f"{soak['rss_growth_limit_percent']:.0f}% | "
+                    f"{'yes' if worst[1]['growth_percent'] < 10 else 'NO'} |")
+        rows.append(f"| reliability | soak: longest gap of a sensor/pipeline topic while "
+                    f"airborne | {gap[0]} {gap[1]:.1f} s | <= {soak['stall_limit_s']:.0f} s | "
+                    f"{'yes' if not soak['stalls'] else 'NO'} |")
+    elif soak:
+        rows.append(f"| reliability | soak | {soak.get('error')} | - | NO |")
+    return rows
 
 
 def mission_rows(mi):

@@ -28,6 +28,7 @@ setup(
         'console_scripts': [
             'sim = skyloc_sim.sim_node:main',
             'demo_pilot = skyloc_sim.demo_pilot:main',
+            'player = skyloc_sim.player_node:main',
             'skyloc = skyloc_sim.runner:main',
         ],
     },

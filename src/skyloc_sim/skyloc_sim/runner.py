@@ -2,6 +2,7 @@
 
     skyloc run GRAPH [--duration S] [--domain-id N] [--record DIR] [--single-process]
                      [ARG:=VALUE ...]
+    skyloc run replay --bag DIR [rate:=2]       (a recorded flight through the pipeline)
     skyloc check-launch [LAUNCH_FILE ...]
 
 `run` starts every node of the graph as its own process (the executable colcon installed,
@@ -385,7 +386,48 @@ def _stop_recorder(recorder):
         rclpy.try_shutdown()
 
 
+def _replay_setup(args):
+    """`--bag FILE`: graph argument bag:=FILE, and (unless given) a run folder
+    runs/replay-<time>/ with the new bag and logs, stopping when the bag is played."""
+    from datetime import datetime
+    bag = os.path.abspath(args.bag)
+    if not os.path.isfile(os.path.join(bag, 'metadata.yaml')):
+        raise GraphError(f'--bag {args.bag}: not a rosbag2 folder (no metadata.yaml)')
+    args.assignments.append(f'bag:={bag}')
+    if not args.record:
+        run_dir = os.path.join(args.root, 'runs',
+                               'replay-' + datetime.now().strftime('%Y%m%d-%H%M%S'))
+        args.record = os.path.join(run_dir, 'bag')
+        args.log_dir = args.log_dir or os.path.join(run_dir, 'logs')
+    args.stop_when = args.stop_when or '/replay/progress>=100'
+    return os.path.dirname(os.path.abspath(args.record))
+
+
+def _replay_report(run_dir, graph, values, code):
+    """run.json (the database's map as the world) and the mission report of a replay."""
+    import json
+    world = None
+    db_json = os.path.join(graph.resolve(values.get('database', '')) or '', 'db.json')
+    try:
+        with open(db_json) as stream:
+            world = json.load(stream).get('map_yaml')
+    except (OSError, ValueError):
+        _log(f'no map for the report ({db_json} unreadable): tracks drawn on white')
+    with open(os.path.join(run_dir, 'run.json'), 'w') as stream:
+        json.dump({'world': world, 'exit_code': code, 'replayed_bag': values.get('bag')},
+                  stream, indent=2)
+    try:
+        from skyloc_sim.report import summary_lines, write_report
+        figures = write_report(run_dir, world)
+        print('\n'.join(summary_lines(figures)), flush=True)
+        _log(f"report: {figures['report']}")
+    except Exception as exc:  # noqa: BLE001 (the bag is kept: the report can be made again)
+        _log(f'report failed ({type(exc).__name__}: {exc}): python -m skyloc_sim.report '
+             f'{run_dir}')
+
+
 def cmd_run(args):
+    run_dir = _replay_setup(args) if getattr(args, 'bag', None) else None
     graph = load_graph(args.graph, args.root)
     values = parse_values(graph, args.assignments)
     nodes = graph.active_nodes(values)
@@ -410,6 +452,8 @@ def cmd_run(args):
     status = 'FAILED' if died else 'ok'
     _log(f"summary: graph '{graph.name}' ran {elapsed:.1f} s, {len(nodes)} nodes, "
          f"{len(died)} died{': ' + ', '.join(died) if died else ''} -> {status}")
+    if run_dir:
+        _replay_report(run_dir, graph, values, 1 if died else 0)
     return 1 if died else 0
 
 
@@ -437,6 +481,9 @@ def main(argv=None):
                      'and its CPU time and peak RSS to DIR/resources.json')
     run.add_argument('--progress', action='store_true',
                      help='show a progress bar of simulated time (with --sim-duration)')
+    run.add_argument('--bag', default=None, metavar='DIR',
+                     help="play this rosbag2 folder (graph 'replay'): the pipeline runs on it, "
+                     'the run is recorded to runs/replay-<time>/ and its report written')
     run.add_argument('--root', default=None, help='workspace root (default: found from cwd)')
     check = sub.add_parser('check-launch', help='static check of launch files and graphs')
     check.add_argument('files', nargs='*', help='launch files (default: launch/*.launch.py)')
