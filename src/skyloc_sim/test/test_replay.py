@@ -40,7 +40,8 @@ def test_replay_of_a_recorded_flight(tmp_path):
         'nodes': [{'package': 'skyloc_sim', 'executable': 'sim', 'name': 'sim',
                    'arg_parameters': ['world', 'rate'], 'parameters': {'use_sim_time': False}},
                   {'package': 'skyloc_sim', 'executable': 'demo_pilot',
-                   'name': 'demo_pilot'}]}))
+                   'name': 'demo_pilot',      # no localizer to wait for: off at once
+                   'parameters': {'wait_for': '', 'climb_rate': 4.0}}]}))
     flight = tmp_path / 'flight'
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     rec = subprocess.run([sys.executable, '-m', 'skyloc_sim.runner', 'run', str(graph),
