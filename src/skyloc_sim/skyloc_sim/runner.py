@@ -15,6 +15,7 @@ process on one executor instead (a Pi's memory budget: a bare rclpy process is ~
 import argparse
 import importlib
 import importlib.metadata
+import math
 import os
 import signal
 import subprocess
@@ -166,18 +167,35 @@ class ClockWatch:
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
+        # the bar follows the stop condition's topic (e.g. the mission's progress, %) when
+        # there is one, with the simulated time beside it; else the simulated time
+        self.bar_on_value = bool(show_progress and self.stop_when)
+        self._shown_s = -1
         if show_progress:
             from tqdm import tqdm
-            PROGRESS['bar'] = tqdm(total=round(limit_s), unit='sim s', desc='simulating',
-                                   dynamic_ncols=True)
+            if self.bar_on_value:
+                PROGRESS['bar'] = tqdm(total=round(self.stop_when[1]), unit='%',
+                                       desc=self.stop_when[0], dynamic_ncols=True)
+            elif math.isfinite(limit_s):
+                PROGRESS['bar'] = tqdm(total=round(limit_s), unit='sim s', desc='simulating',
+                                       dynamic_ncols=True)
 
     def _on_clock(self, msg):
         self.sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
         bar = PROGRESS['bar']
-        if bar is not None:
+        if bar is None:
+            return
+        if self.bar_on_value:
+            if int(self.sim_time) != self._shown_s:     # once per simulated second
+                self._shown_s = int(self.sim_time)
+                bar.set_postfix_str(f'{self._shown_s} sim s', refresh=True)
+        else:
             bar.update(min(round(self.sim_time), bar.total) - bar.n)
 
     def _on_value(self, msg):
+        bar = PROGRESS['bar']
+        if bar is not None and self.bar_on_value and math.isfinite(msg.data):
+            bar.update(max(0, min(round(msg.data), bar.total) - bar.n))
         if msg.data >= self.stop_when[1] and not self.stopped:
             self.stopped = True
             _log(f'{self.stop_when[0]} reached {msg.data:.2f} (>= {self.stop_when[1]:g}) at '
@@ -202,7 +220,7 @@ def _clock_watch(args):
     if not args.sim_duration and not stop_when:
         return None
     return ClockWatch(args.sim_duration or float('inf'),
-                      bool(args.progress and args.sim_duration), stop_when)
+                      bool(args.progress and (args.sim_duration or stop_when)), stop_when)
 
 
 def parse_stop_when(text):
