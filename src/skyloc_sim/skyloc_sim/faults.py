@@ -67,7 +67,8 @@ def scenario_params(root, schedule, out_path, extra=None):
         params = yaml.safe_load(stream)
     events = [f"{t:g} {name} {' '.join(f'{a:g}' for a in args)}".strip()
               for t, name, args, _ in schedule]
-    params['sim']['ros__parameters']['events'] = events
+    # (an empty list has no type for ROS 2: the simulator's own default, [''], is "none")
+    params['sim']['ros__parameters']['events'] = events or ['']
     for node, values in (extra or {}).items():
         params.setdefault(node, {}).setdefault('ros__parameters', {}).update(values)
     with open(out_path, 'w') as stream:

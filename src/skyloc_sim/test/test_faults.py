@@ -120,7 +120,7 @@ def test_soak_parameters_cover_the_area_and_last_long_enough(tmp_path):
     path = faults.scenario_params(workspace_root(), [], str(tmp_path / 'soak.yaml'), extra)
     with open(path) as stream:
         params = yaml.safe_load(stream)
-    assert params['sim']['ros__parameters']['events'] == []
+    assert params['sim']['ros__parameters']['events'] == ['']   # none (a typed empty list)
     assert params['follower']['ros__parameters']['speed'] == 2.5
     assert params['follower']['ros__parameters']['lookahead_m'] == 20.0    # the rest kept
     area = np.array(params['coverage']['ros__parameters']['area']).reshape(-1, 2)
