@@ -212,7 +212,9 @@ def analyse_soak(run_dir, minutes, runner_code):
     from skyloc_sim.track_plot import bag_topics, read_track
     bag = os.path.join(run_dir, 'bag')
     topics = bag_topics(bag)
-    truth = read_track(bag, '/sim/ground_truth')
+    # a run that never flew (a node that did not start) has no ground truth: it fails below
+    truth = read_track(bag, '/sim/ground_truth') if '/sim/ground_truth' in topics else \
+        np.zeros((0, 4))
     est_topic = next((t for t in ESTIMATE_TOPICS if t in topics), None)
     estimate = read_track(bag, est_topic) if est_topic else np.zeros((0, 4))
     t, err, _, airborne = horizontal_error(truth, estimate)
@@ -235,7 +237,7 @@ def analyse_soak(run_dir, minutes, runner_code):
               'rss_growth': growth, 'rss_growth_limit_percent': RSS_GROWTH_LIMIT,
               'max_topic_gap_s': gaps, 'stall_limit_s': STALL_S, 'stalls': stalls,
               'error': error_stats(err[airborne]) if len(err) else None}
-    result['passed'] = bool(runner_code == 0 and not stalls and growth and all(
+    result['passed'] = bool(runner_code == 0 and len(truth) and not stalls and growth and all(
         g['growth_percent'] < RSS_GROWTH_LIMIT for g in growth.values()))
     with open(os.path.join(run_dir, 'soak.json'), 'w') as stream:
         json.dump(result, stream, indent=2)
