@@ -37,6 +37,10 @@ class MissionConfig:
     recover_s: float = 3.0           # localizer not LOST this long: resume the survey
     hold_timeout_s: float = 60.0     # LOST longer than this: return home
     landed_altitude: float = 0.5     # m above the take-off point counts as landed
+    # or: descending for touchdown_s without the altitude dropping touchdown_drop_m (on the
+    # ground with a barometer that drifted or stepped: its altitude never reaches 0.5 m)
+    touchdown_s: float = 4.0
+    touchdown_drop_m: float = 0.3
 
     def validate(self):
         for name in ('altitude', 'climb_rate', 'descent_rate', 'return_speed',
@@ -77,6 +81,7 @@ class Mission:
         self.not_lost_since = None
         self.battery = None
         self.progress = 0.0
+        self.land_z = []         # (t, z) while landing: touchdown detection
         self.survey_complete = False
         self.follower = Command()
         self.follower_t = None
@@ -118,6 +123,7 @@ class Mission:
 
     # ---------------------------------------------------------------------------- logic
     def _go(self, t, state, reason):
+        self.land_z = []
         self.events.append((t, self.state, state, reason))
         self.state, self.since, self.reason = state, t, reason
 
@@ -155,8 +161,19 @@ class Mission:
                                       'returning home')
         elif s == 'RETURN' and self._home_distance() <= cfg.home_tolerance_m:
             self._go(t, 'LAND', 'over home: landing')
-        elif s == 'LAND' and self.pose[3] <= cfg.landed_altitude:
-            self._go(t, 'DONE', f'landed {self._home_distance():.1f} m from home')
+        elif s == 'LAND':
+            z = self.pose[3]
+            self.land_z.append((t, z))
+            while len(self.land_z) > 2 and self.land_z[1][0] <= t - cfg.touchdown_s:
+                self.land_z.pop(0)
+            t_old, z_old = self.land_z[0]
+            if z <= cfg.landed_altitude:
+                self._go(t, 'DONE', f'landed {self._home_distance():.1f} m from home')
+            elif t - self.since >= cfg.touchdown_s and t - t_old >= cfg.touchdown_s and \
+                    z_old - z < cfg.touchdown_drop_m:
+                self._go(t, 'DONE', f'touchdown {self._home_distance():.1f} m from home: no '
+                                    f'descent for {cfg.touchdown_s:g} s at an estimated '
+                                    f'{z:.1f} m (barometer offset?)')
 
     def _home_distance(self):
         return math.hypot(self.pose[1] - self.home[0], self.pose[2] - self.home[1])

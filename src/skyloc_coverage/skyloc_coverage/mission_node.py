@@ -55,6 +55,8 @@ PARAMETERS = [
     ('lost_climb_m', 20.0, 'Localizer LOST: climb this far above the survey altitude, m'),
     ('max_altitude', 150.0, 'Never command above this altitude, m'),
     ('recover_s', 3.0, 'Localizer not LOST this long: resume the survey, s'),
+    ('touchdown_s', 4.0, 'Landing: this long commanding descent without the altitude dropping '
+     '0.3 m is a touchdown (a barometer offset keeps the estimate above landed), s'),
     ('hold_timeout_s', 60.0, 'Localizer LOST this long: return home, s'),
     ('rate', 10.0, 'Command rate, Hz'),
     ('pose_timeout_s', 1.0, 'No pose this long while flying: stop horizontally, s'),
@@ -115,7 +117,7 @@ class MissionNode(Node):
         self.mission = Mission(MissionConfig(**{k: float(p[k]) for k in (
             'altitude', 'climb_rate', 'descent_rate', 'return_speed', 'home_tolerance_m',
             'ground_wait_s', 'coverage_goal_percent', 'low_battery_percent', 'lost_climb_m',
-            'max_altitude', 'recover_s', 'hold_timeout_s')}))
+            'max_altitude', 'recover_s', 'hold_timeout_s', 'touchdown_s')}))
         self.diag = Diagnostics(self, 'mission: state', hardware_id='skyloc_mission')
         self.pose_t = None
         self.progress_t = None

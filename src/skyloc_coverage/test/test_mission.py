@@ -61,6 +61,30 @@ def test_full_mission_takeoff_survey_return_land():
     assert mission_progress(m) == 100.0
 
 
+def test_touchdown_with_a_barometer_offset_ends_the_mission():
+    """On the ground the pose says 12 m (a barometer step): no descent for 4 s is touchdown."""
+    m = Mission(MissionConfig(altitude=30.0, climb_rate=5.0))
+    body = PointMass()
+    t = fly(m, body, 0.0, 12.0)
+    m.on_localizer_state(t, 'OK')
+    m.on_progress(100.0)
+    offset = 12.0
+    t0 = t
+    while t < t0 + 60.0 and m.state != 'DONE':
+        m.on_pose(t, body.x, body.y, body.z + offset, body.yaw)   # altitude 12 m too high
+        body.apply(m.step(t), 0.1)
+        t += 0.1
+    assert m.state == 'DONE' and body.z == 0.0
+    assert 'touchdown' in m.events[-1][3] and 'barometer' in m.events[-1][3]
+    # a normal landing still ends on the altitude, not on the touchdown rule
+    m2 = Mission(MissionConfig(altitude=30.0, climb_rate=5.0))
+    body2 = PointMass()
+    t = fly(m2, body2, 0.0, 12.0)
+    m2.on_progress(100.0)
+    t = fly(m2, body2, t, 60.0)
+    assert m2.state == 'DONE' and m2.events[-1][3].startswith('landed')
+
+
 def test_lost_holds_and_climbs_then_resumes_and_low_battery_returns():
     m = Mission(MissionConfig(altitude=40.0, climb_rate=5.0, lost_climb_m=20.0,
                               max_altitude=55.0, recover_s=2.0))
