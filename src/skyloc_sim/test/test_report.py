@@ -283,7 +283,9 @@ def test_resource_sampler_follows_processes_and_children(tmp_path):
         assert after['self']['samples'] == me['samples'] + 2
         saved = json.loads((tmp_path / 'resources.json').read_text())
         assert set(saved['self']) == {'pid', 'cpu_s', 'cpu_percent_mean', 'peak_rss_mb',
-                                      'rss_first_mb', 'rss_last_mb', 'samples'}
+                                      'rss_first_mb', 'rss_last_mb', 'rss_quarter_mb',
+                                      'samples'}
+        assert saved['self']['rss_first_mb'] <= saved['self']['rss_quarter_mb'] * 10
     finally:
         if sleeper.poll() is None:
             sleeper.kill()
