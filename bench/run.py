@@ -340,6 +340,12 @@ def reliability_rows(rel):
         rows.append(f"| reliability | soak: longest gap of a sensor/pipeline topic above "
                     f"50 m | {gap[0]} {gap[1]:.1f} s | <= {soak['stall_limit_s']:.0f} s | "
                     f"{'yes' if not soak['stalls'] else 'NO'} |")
+        err = soak.get('error') or {}
+        if err.get('rmse_m') is not None:
+            rows.append(f"| reliability | soak: position error while airborne, RMSE / median "
+                        f"/ max | {err['rmse_m']:.1f} / {err['median_m']:.1f} / "
+                        f"{err['max_m']:.0f} m | RMSE <= 5 m (the mission goal) | "
+                        f"{'yes' if err['rmse_m'] <= 5.0 else 'NO'} |")
     elif soak:
         rows.append(f"| reliability | soak | {soak.get('error')} | - | NO |")
     return rows

@@ -114,14 +114,14 @@ def test_short_fault_scenario_end_to_end(tmp_path):
 
 
 def test_soak_parameters_cover_the_area_and_last_long_enough(tmp_path):
-    assert faults.soak_speed(60) == pytest.approx(2.5)
+    assert faults.soak_speed(60) == pytest.approx(6000.0 / 3600.0)
     assert faults.soak_speed(5) == 10.0 and faults.soak_speed(1000) == 1.0
     extra = dict(faults.SOAK_PARAMS, follower={'speed': faults.soak_speed(60)})
     path = faults.scenario_params(workspace_root(), [], str(tmp_path / 'soak.yaml'), extra)
     with open(path) as stream:
         params = yaml.safe_load(stream)
     assert params['sim']['ros__parameters']['events'] == ['']   # none (a typed empty list)
-    assert params['follower']['ros__parameters']['speed'] == 2.5
+    assert params['follower']['ros__parameters']['speed'] == pytest.approx(1.667, abs=1e-3)
     assert params['follower']['ros__parameters']['lookahead_m'] == 20.0    # the rest kept
     area = np.array(params['coverage']['ros__parameters']['area']).reshape(-1, 2)
     mh = params['map_handler']['ros__parameters']
