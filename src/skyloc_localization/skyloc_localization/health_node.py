@@ -18,7 +18,6 @@ import glob
 import math
 import os
 import socket
-import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
@@ -226,7 +225,6 @@ class HealthNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
-        self.last_report = time.monotonic()
 
 
 NODE_CLASS = HealthNode

@@ -188,6 +188,22 @@ STALL_S = 10.0        # no message on a topic for this long above 50 m: a stall
 RSS_GROWTH_LIMIT = 10.0   # percent, from a quarter into the run to its end
 
 
+def _truth_and_error(bag, truth_required=True):
+    """(ground truth track, t, horizontal error, airborne mask) of a recorded run; without
+    /sim/ground_truth: ValueError, or empty arrays when not truth_required."""
+    from skyloc_sim.report import ESTIMATE_TOPICS, horizontal_error
+    from skyloc_sim.track_plot import bag_topics, read_track
+    topics = bag_topics(bag)
+    if truth_required or '/sim/ground_truth' in topics:
+        truth = read_track(bag, '/sim/ground_truth')
+    else:
+        truth = np.zeros((0, 4))
+    est_topic = next((t for t in ESTIMATE_TOPICS if t in topics), None)
+    estimate = read_track(bag, est_topic) if est_topic else np.zeros((0, 4))
+    t, err, _, airborne = horizontal_error(truth, estimate)
+    return truth, t, err, airborne
+
+
 def soak_speed(minutes):
     """Follower speed that makes the soak survey last about `minutes` (~6 km of path)."""
     return float(min(10.0, max(1.0, 6000.0 / (minutes * 60.0))))
@@ -215,16 +231,10 @@ def topic_gaps(bag_dir, topics, t_from, t_to):
 
 def analyse_soak(run_dir, minutes, runner_code):
     """soak.json: RSS growth per node, topic stalls above 50 m, error figures."""
-    from skyloc_sim.report import ESTIMATE_TOPICS, error_stats, horizontal_error
-    from skyloc_sim.track_plot import bag_topics, read_track
+    from skyloc_sim.report import error_stats
     bag = os.path.join(run_dir, 'bag')
-    topics = bag_topics(bag)
     # a run that never flew (a node that did not start) has no ground truth: it fails below
-    truth = read_track(bag, '/sim/ground_truth') if '/sim/ground_truth' in topics else \
-        np.zeros((0, 4))
-    est_topic = next((t for t in ESTIMATE_TOPICS if t in topics), None)
-    estimate = read_track(bag, est_topic) if est_topic else np.zeros((0, 4))
-    t, err, _, airborne = horizontal_error(truth, estimate)
+    truth, t, err, airborne = _truth_and_error(bag, truth_required=False)
     air = truth[truth[:, 3] > truth[0, 3] + SOAK_MIN_ALTITUDE_M, 0] if len(truth) else \
         np.zeros(0)
     t_from, t_to = (float(air[0]) + 10.0, float(air[-1])) if len(air) else (0.0, 0.0)
@@ -304,14 +314,9 @@ def plot(path, t_err, err, smooth, verdicts, goal_m, localizer):
 
 def analyse(run_dir, schedule, goal_m, runner_code):
     """faults.json + faults.png of a recorded run; returns the result dict."""
-    from skyloc_sim.report import ESTIMATE_TOPICS, horizontal_error, transitions
-    from skyloc_sim.track_plot import bag_topics, read_track
+    from skyloc_sim.report import transitions
     bag = os.path.join(run_dir, 'bag')
-    topics = bag_topics(bag)
-    truth = read_track(bag, '/sim/ground_truth')
-    est_topic = next((t for t in ESTIMATE_TOPICS if t in topics), None)
-    estimate = read_track(bag, est_topic) if est_topic else np.zeros((0, 4))
-    t, err, _, airborne = horizontal_error(truth, estimate)
+    truth, t, err, airborne = _truth_and_error(bag)
     t_err, err = t[airborne], err[airborne]
     diagnostics = read_diagnostics(bag)
     t_end = float(truth[-1, 0]) if len(truth) else 0.0
