@@ -1,16 +1,22 @@
 """The mission state machine of a survey flight, without ROS (node: mission_node.py).
 
     WAITING -> TAKEOFF -> SURVEY -> RETURN -> LAND -> DONE
-                            |  ^
-                 LOST       v  |  localizer OK again for `recover_s`
-                          HOLD  (stop, climb `lost_climb_m`; RETURN after `hold_timeout_s`)
+                            |  ^       |  ^     ^
+                 LOST       v  |       v  |     |  LOST for `hold_timeout_s`, or a low battery
+                          HOLD  <-----'  -'     |  while LOST: land where it is
+                            '-------------------'
+    HOLD: stop, climb `lost_climb_m`; back to the state it came from once the localizer has
+    not been LOST for `recover_s`.
 
-Low battery (at or below `low_battery_percent`) sends any flying state to RETURN; the survey
-ends at `coverage_goal_percent` or when the coverage planner says it is complete. During the
-survey the path follower's command is passed through (with the altitude held); in the other
-states the mission commands the vehicle itself. Every command is a body-frame velocity
-(x forward, y left, z up, yaw rate), the multirotor /cmd_vel of the simulator and of MAVROS'
-setpoint_velocity. Positions are in the map frame, altitude above the take-off point.
+Low battery (at or below `low_battery_percent`) sends any flying state to RETURN, unless the
+localizer is LOST: flying "home" on a pose known to be wrong goes anywhere, so it lands where
+it is instead (as PX4's failsafe lands without a position estimate). The same goes for a LOST
+that lasts `hold_timeout_s`. The survey ends at `coverage_goal_percent` or when the coverage
+planner says it is complete. During the survey the path follower's command is passed through
+(with the altitude held); in the other states the mission commands the vehicle itself. Every
+command is a body-frame velocity (x forward, y left, z up, yaw rate), the multirotor /cmd_vel
+of the simulator and of MAVROS' setpoint_velocity. Positions are in the map frame, altitude
+above the take-off point. FLIGHT_MODES gives the /skyloc/flight_mode of each state.
 """
 
 from dataclasses import dataclass
@@ -18,6 +24,9 @@ import math
 
 STATES = ('WAITING', 'TAKEOFF', 'SURVEY', 'HOLD', 'RETURN', 'LAND', 'DONE')
 FLYING = ('TAKEOFF', 'SURVEY', 'HOLD', 'RETURN')
+# the localizer's /skyloc/flight_mode (its query rate; 'hold': it holds the velocity at zero)
+FLIGHT_MODES = {'WAITING': 'takeoff', 'TAKEOFF': 'takeoff', 'SURVEY': 'survey',
+                'HOLD': 'hold', 'RETURN': 'cruise', 'LAND': 'land', 'DONE': 'land'}
 
 
 @dataclass
@@ -35,7 +44,7 @@ class MissionConfig:
     lost_climb_m: float = 20.0       # LOST: climb this much above the survey altitude
     max_altitude: float = 150.0      # never above, m
     recover_s: float = 3.0           # localizer not LOST this long: resume the survey
-    hold_timeout_s: float = 60.0     # LOST longer than this: return home
+    hold_timeout_s: float = 120.0    # LOST longer than this: land where it is
     landed_altitude: float = 0.5     # m above the take-off point counts as landed
     # or: descending for touchdown_s without the altitude dropping touchdown_drop_m (on the
     # ground with a barometer that drifted or stepped: its altitude never reaches 0.5 m)
@@ -87,6 +96,7 @@ class Mission:
         self.follower_t = None
         self.events = []             # (t, from, to, reason)
         self.first_pose_t = None
+        self.resume = 'SURVEY'       # where HOLD goes back to
 
     # ---------------------------------------------------------------------------- inputs
     def on_pose(self, t, x, y, z, yaw):
@@ -140,25 +150,38 @@ class Mission:
             if self.pose is not None and t - self.first_pose_t >= cfg.ground_wait_s:
                 self._go(t, 'TAKEOFF', f'pose available, climbing to {cfg.altitude:g} m')
             return
-        if s in FLYING and self.battery is not None and \
-                self.battery <= cfg.low_battery_percent and s != 'RETURN':
+        low = self.battery is not None and self.battery <= cfg.low_battery_percent
+        if s in FLYING and low and self.localizer == 'LOST':
+            self._go(t, 'LAND', f'low battery ({self.battery:.0f}% <= '
+                                f'{cfg.low_battery_percent:g}%) while the localizer is LOST: '
+                                'position unknown, landing here')
+            return
+        if s in FLYING and low and s not in ('RETURN', 'HOLD'):
             self._go(t, 'RETURN', f'low battery ({self.battery:.0f}% <= '
                                   f'{cfg.low_battery_percent:g}%)')
             return
         if s == 'TAKEOFF' and self.pose[3] >= cfg.altitude - min(2.0, 0.1 * cfg.altitude):
             self._go(t, 'SURVEY', f'at {self.pose[3]:.0f} m: surveying')
+        elif s in ('SURVEY', 'RETURN') and self.localizer == 'LOST':
+            self.resume = s
+            self._go(t, 'HOLD', 'localizer LOST: holding position and climbing')
         elif s == 'SURVEY':
-            if self.localizer == 'LOST':
-                self._go(t, 'HOLD', 'localizer LOST: holding position and climbing')
-            elif self.progress >= cfg.coverage_goal_percent or self.survey_complete:
+            if self.progress >= cfg.coverage_goal_percent or self.survey_complete:
                 self._go(t, 'RETURN', f'survey complete ({self.progress:.1f}% covered)')
         elif s == 'HOLD':
             if self.localizer != 'LOST' and self.not_lost_since is not None and \
                     t - self.not_lost_since >= cfg.recover_s:
-                self._go(t, 'SURVEY', f'localizer {self.localizer} again: resuming the survey')
+                if low:
+                    self._go(t, 'RETURN', f'localizer {self.localizer} again, low battery '
+                                          f'({self.battery:.0f}%): returning home')
+                elif self.resume == 'RETURN':
+                    self._go(t, 'RETURN', f'localizer {self.localizer} again: returning home')
+                else:
+                    self._go(t, 'SURVEY', f'localizer {self.localizer} again: resuming the '
+                                          'survey')
             elif t - self.since >= cfg.hold_timeout_s:
-                self._go(t, 'RETURN', f'localizer LOST for {cfg.hold_timeout_s:g} s: '
-                                      'returning home')
+                self._go(t, 'LAND', f'localizer LOST for {cfg.hold_timeout_s:g} s: position '
+                                    'unknown, landing here')
         elif s == 'RETURN' and self._home_distance() <= cfg.home_tolerance_m:
             self._go(t, 'LAND', 'over home: landing')
         elif s == 'LAND':

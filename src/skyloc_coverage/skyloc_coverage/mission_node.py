@@ -7,10 +7,13 @@ Subscribes the fused pose (`pose_topic`, nav_msgs/Odometry, /skyloc/odometry), /
 (geometry_msgs/Twist, body frame: the follower's during the survey, its own otherwise),
 /mission/state (std_msgs/String, latched: the state and why), /mission/progress
 (std_msgs/Float32, percent of the mission: take-off 0-5, survey 5-90 by coverage, return
-90-95, landing 95-100, 100 when landed) and /diagnostics.
+90-95, landing 95-100, 100 when landed), /skyloc/flight_mode (std_msgs/String, latched:
+takeoff, survey, hold, cruise, land; the localizer's query rate, and its zero-velocity hold)
+and /diagnostics.
 
-Failsafes: localizer LOST -> stop and climb, back to the survey when it recovers, home after
-`hold_timeout_s`; battery at or below `low_battery_percent` -> home. The state machine is
+Failsafes: localizer LOST -> stop and climb, back to the survey (or the return) when it
+recovers, land where it is after `hold_timeout_s`; battery at or below `low_battery_percent`
+-> home, or land where it is if the localizer is LOST then. The state machine is
 skyloc_coverage.mission (no ROS).
 
 Simulation only: with `scenario_mast_percent` > 0, when the survey reaches that progress the
@@ -31,7 +34,7 @@ from sensor_msgs.msg import BatteryState
 from skyloc_sim.node_main import declare_parameters, run_node
 from std_msgs.msg import Float32, String
 
-from skyloc_coverage.mission import Command, Mission, MissionConfig
+from skyloc_coverage.mission import Command, FLIGHT_MODES, Mission, MissionConfig
 from skyloc_coverage.ros_common import checked_pose, Diagnostics, LATCHED, POSE_QOS
 
 PARAMETERS = [
@@ -57,7 +60,8 @@ PARAMETERS = [
     ('recover_s', 3.0, 'Localizer not LOST this long: resume the survey, s'),
     ('touchdown_s', 4.0, 'Landing: this long commanding descent without the altitude dropping '
      '0.3 m is a touchdown (a barometer offset keeps the estimate above landed), s'),
-    ('hold_timeout_s', 60.0, 'Localizer LOST this long: return home, s'),
+    ('hold_timeout_s', 120.0, 'Localizer LOST this long: land where it is (its position is '
+     'unknown, so it cannot fly home), s'),
     ('rate', 10.0, 'Command rate, Hz'),
     ('pose_timeout_s', 1.0, 'No pose this long while flying: stop horizontally, s'),
     ('scenario_mast_percent', 0.0, 'Simulation only: at this survey progress put a mast on '
@@ -135,6 +139,7 @@ class MissionNode(Node):
         self.cmd_pub = self.create_publisher(Twist, '/cmd_vel', 10)
         self.state_pub = self.create_publisher(String, '/mission/state', LATCHED)
         self.progress_pub = self.create_publisher(Float32, '/mission/progress', LATCHED)
+        self.mode_pub = self.create_publisher(String, '/skyloc/flight_mode', LATCHED)
         self.event_client = None
         if float(p['scenario_mast_percent']) > 0:
             from skyloc_interfaces.srv import SimEvent
@@ -145,9 +150,10 @@ class MissionNode(Node):
         self.get_logger().info(
             f"mission: take-off to {p['altitude']:g} m, survey until "
             f"{p['coverage_goal_percent']:g}% coverage, return and land; failsafes: LOST -> "
-            f"hold and climb {p['lost_climb_m']:g} m, battery <= {p['low_battery_percent']:g}%"
-            f" -> return" + (f"; scenario: a mast at {p['scenario_mast_percent']:g}% progress"
-                             if self.event_client else ''))
+            f"hold and climb {p['lost_climb_m']:g} m (land after {p['hold_timeout_s']:g} s), "
+            f"battery <= {p['low_battery_percent']:g}% -> return (land if LOST)"
+            + (f"; scenario: a mast at {p['scenario_mast_percent']:g}% progress"
+               if self.event_client else ''))
 
     def _now(self):
         return self.get_clock().now().nanoseconds * 1e-9
@@ -262,6 +268,7 @@ class MissionNode(Node):
     def _publish_state(self):
         m = self.mission
         self.state_pub.publish(String(data=f'{m.state}: {m.reason}'))
+        self.mode_pub.publish(String(data=FLIGHT_MODES[m.state]))
 
     def _publish_diagnostics(self):
         m = self.mission

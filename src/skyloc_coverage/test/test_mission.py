@@ -109,15 +109,54 @@ def test_lost_holds_and_climbs_then_resumes_and_low_battery_returns():
     assert states(m) == ['TAKEOFF', 'SURVEY', 'HOLD', 'SURVEY', 'RETURN']
 
 
-def test_lost_for_too_long_returns_home():
+def test_lost_for_too_long_lands_where_it_is():
+    """A pose known to be wrong cannot lead home: after hold_timeout_s it lands in place."""
     m = Mission(MissionConfig(altitude=20.0, climb_rate=5.0, hold_timeout_s=5.0))
     body = PointMass()
     t = fly(m, body, 0.0, 10.0)
+    m.on_localizer_state(t, 'OK')
+    t = fly(m, body, t, 5.0, follower=Command(vx=10.0))
+    x_lost = body.x
+    assert x_lost > 40.0
     m.on_localizer_state(t, 'LOST')
-    fly(m, body, t, 8.0)
-    # (it is over home already: it lands at once)
-    assert states(m)[2:4] == ['HOLD', 'RETURN']
-    assert 'LOST for 5 s' in m.events[3][3]
+    t = fly(m, body, t, 60.0, follower=Command(vx=10.0))
+    assert states(m)[2:] == ['HOLD', 'LAND', 'DONE']
+    assert 'LOST for 5 s' in m.events[3][3] and 'landing here' in m.events[3][3]
+    assert body.x == pytest.approx(x_lost, abs=1e-6) and body.z <= 0.5   # never flew home
+
+
+def test_low_battery_while_lost_lands_and_lost_on_the_way_home_holds():
+    m = Mission(MissionConfig(altitude=20.0, climb_rate=5.0, recover_s=1.0))
+    body = PointMass()
+    t = fly(m, body, 0.0, 10.0)
+    m.on_localizer_state(t, 'OK')
+    t = fly(m, body, t, 5.0, follower=Command(vx=10.0))
+    # the survey ends; on the way home the localizer is LOST: hold, then home again
+    m.on_progress(100.0)
+    t = fly(m, body, t, 1.0)
+    assert m.state == 'RETURN'
+    m.on_localizer_state(t, 'LOST')
+    t = fly(m, body, t, 3.0)
+    assert m.state == 'HOLD'
+    m.on_localizer_state(t, 'OK')
+    t = fly(m, body, t, 2.0)
+    assert m.state == 'RETURN' and 'returning home' in m.reason
+    # LOST again, and the battery runs low while LOST: land where it is, do not fly home
+    m.on_localizer_state(t, 'LOST')
+    t = fly(m, body, t, 2.0)
+    x_lost = body.x
+    m.on_battery(20.0)
+    t = fly(m, body, t, 60.0)
+    assert states(m)[-2:] == ['LAND', 'DONE']
+    assert 'while the localizer is LOST' in m.events[-2][3]
+    assert body.x == pytest.approx(x_lost, abs=1e-6) and body.x > 20.0
+
+
+def test_flight_modes_name_every_state():
+    from skyloc_coverage.mission import FLIGHT_MODES, STATES
+    from skyloc_localization.rate import MODES
+    assert set(FLIGHT_MODES) == set(STATES)
+    assert set(FLIGHT_MODES.values()) <= set(MODES)     # modes the localizer knows
 
 
 def test_bad_configuration_and_input_are_refused():

@@ -30,12 +30,14 @@ class Vehicle(TestNode):
         n = self.node
         self.x, self.y, self.z, self.yaw = 5.0, -3.0, 0.0, 0.4
         self.cmd = Twist()
-        self.states, self.progress, self.diag = [], [], []
+        self.states, self.progress, self.diag, self.modes = [], [], [], []
         self.lock = threading.Lock()
         self.nan_next = False
         n.create_subscription(Twist, '/cmd_vel', self._on_cmd, 10)
         n.create_subscription(String, '/mission/state', lambda m: self.states.append(m.data),
                               LATCHED)
+        n.create_subscription(String, '/skyloc/flight_mode',
+                              lambda m: self.modes.append(m.data), LATCHED)
         n.create_subscription(Float32, '/mission/progress',
                               lambda m: self.progress.append(m.data), LATCHED)
         n.create_subscription(DiagnosticArray, '/diagnostics',
@@ -131,6 +133,9 @@ def test_mission_flies_takeoff_survey_hold_return_land_over_dds(tmp_path):
         assert v.wait_until(lambda: v.progress and v.progress[-1] == 100.0, 5)
         assert [s.split(':')[0] for s in v.states] == [
             'WAITING', 'TAKEOFF', 'SURVEY', 'HOLD', 'SURVEY', 'RETURN', 'LAND', 'DONE']
+        # the localizer's flight mode follows the state (its query rate, the hover hold)
+        modes = [m for i, m in enumerate(v.modes) if i == 0 or v.modes[i - 1] != m]
+        assert modes == ['takeoff', 'survey', 'hold', 'survey', 'cruise', 'land'], v.modes
         assert proc.poll() is None
     finally:
         v.close()

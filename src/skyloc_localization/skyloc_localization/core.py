@@ -49,6 +49,11 @@ class CoreConfig:
     # the map may re-seed the filter only after this long without an accepted fix (a filter
     # that keeps accepting fixes is not lost, whatever the map says)
     kidnap_quiet_s: float = 3.0
+    # flight mode 'hold' (the mission's LOST failsafe: hover and climb) for hold_settle_s:
+    # the horizontal velocity is measured as 0 with this std, m/s (0: off); without it the
+    # IMU-only velocity random walk carries the estimate away while no fix comes
+    hold_velocity_std: float = 1.0
+    hold_settle_s: float = 3.0
 
 
 @dataclass
@@ -235,6 +240,15 @@ class LocalizerCore:
         """Time-based health checks (camera blackout, covariance growth); returns the state."""
         with self.lock:
             return self.health.tick(t, self.position_std())
+
+    def hover(self, t):
+        """The vehicle holds position (flight mode 'hold', settled): a zero-velocity
+        measurement at t bounds the drift of a filter that gets no fix. False when off."""
+        std = self.cfg.hold_velocity_std
+        if not std > 0:
+            return False
+        with self.lock:
+            return self.kf.update_velocity(t, (0.0, 0.0), std)
 
     def position_std(self):
         """Horizontal 1-sigma (m): the major axis of the filter's x/y covariance."""

@@ -82,7 +82,7 @@ class FixResult:
 @dataclass
 class _Entry:
     t: float
-    kind: str       # 'imu' | 'baro' | 'fix' | 'reseed'
+    kind: str       # 'imu' | 'baro' | 'fix' | 'reseed' | 'vel'
     data: tuple
     snap: tuple = field(default=None)
     result: object = None
@@ -98,13 +98,15 @@ class FusionKalman:
             'imu_samples', 'nan_imu', 'bad_quaternion', 'time_backwards', 'duplicate_stamps',
             'clock_resets', 'imu_gaps', 'baro_updates', 'baro_rejected', 'baro_forced',
             'bad_baro', 'fixes_accepted', 'fixes_rejected', 'fixes_late', 'fixes_too_old',
-            'bad_fix', 'reseeds'), 0)
+            'bad_fix', 'reseeds', 'velocity_updates'), 0)
         self.p_ref = None          # barometer reference pressure (Pa)
         self.z_ref = 0.0           # altitude (map z) at the reference
         self._h_fix = np.zeros((2, 9))
         self._h_fix[0, 0] = self._h_fix[1, 1] = 1.0
         self._h_z = np.zeros((1, 9))
         self._h_z[0, 2] = 1.0
+        self._h_v = np.zeros((2, 9))
+        self._h_v[0, 3] = self._h_v[1, 4] = 1.0
         self._g = np.array([0.0, 0.0, self.cfg.gravity])
         self._mats = {}
         self.reset()
@@ -319,6 +321,25 @@ class FusionKalman:
             self.stats['baro_forced'] += int(forced)
         return True
 
+    # ------------------------------------------------------------------ velocity
+    def update_velocity(self, t, v_xy, std):
+        """A horizontal velocity measurement (m/s, map frame) with std (m/s), at the latest
+        state: the hover constraint while the vehicle holds position without fixes (a
+        multirotor commanded to hover is near rest; without it the IMU-only velocity random
+        walk carries the estimate kilometres away while LOST). Returns False on bad input."""
+        v = np.asarray(v_xy, dtype=float).reshape(-1)[:2]
+        std = float(std)
+        if not (np.all(np.isfinite(v)) and math.isfinite(std) and std > 0) or self.t is None:
+            return False
+        data = (v, std * std)
+        self._velocity(*data)
+        self._record('vel', data)
+        self.stats['velocity_updates'] += 1
+        return True
+
+    def _velocity(self, v, var):
+        self.kf.update(v.reshape(2, 1), R=np.eye(2) * var, H=self._h_v)
+
     # ------------------------------------------------------------------ visual fix
     def update_fix(self, t, xy, cov, gate=True):
         """A visual fix (x, y in m, 2x2 covariance in m^2) of an image taken at stamp t.
@@ -394,6 +415,8 @@ class FusionKalman:
                 e.result = res
             elif e.kind == 'reseed':
                 self._reseed(*e.data)
+            elif e.kind == 'vel':
+                self._velocity(*e.data)
             e.snap = self._snap()
             self.log.append(e)
 

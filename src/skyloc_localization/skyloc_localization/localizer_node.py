@@ -56,6 +56,11 @@ PARAMETERS = [
     ('histogram_cell_m', 5.0, 'Cell size of the probability map, m'),
     ('prior_max_sigma_m', 40.0, 'Track (verify the window around the filter\'s position first) '
      'while its horizontal std is below this, m'),
+    ('hold_velocity_std', 1.0, 'Flight mode "hold" (the mission hovers while LOST): the '
+     'horizontal velocity is measured as 0 with this std, m/s, so the pose does not drift '
+     'away without fixes; 0 turns it off'),
+    ('hold_settle_s', 3.0, 'Flight mode "hold" this long (the vehicle has stopped) before the '
+     'zero-velocity measurement starts, s'),
     ('min_similarity', 0.05, 'A query whose best cosine similarity is below this is invalid'),
     ('min_peak', 0.12, 'A fine fix whose correlation peak is below this is invalid'),
     ('crop_wait_s', 1.0, 'How long a descriptor waits for its /skyloc/query_image (wall s); '
@@ -88,6 +93,7 @@ class LocalizerNode(Node):
         self.core = None
         self.error = None              # why the node cannot localise (database, bundle)
         self.mode, self.battery, self.cap = 'survey', None, None
+        self.hold_since, self.hovers = None, 0
         self.rate_hz, self.rate_info = None, {}
         self.pending = []              # descriptors waiting for their crop: (msg, wall time)
         self.crops = {}                # stamp (ns) -> Image
@@ -151,7 +157,9 @@ class LocalizerNode(Node):
             cfg = CoreConfig(top_k=int(p['top_k']), verify_k=int(p['verify_k']),
                              fallback_k=int(p['fallback_k']),
                              histogram_cell_m=float(p['histogram_cell_m']),
-                             prior_max_sigma_m=float(p['prior_max_sigma_m']))
+                             prior_max_sigma_m=float(p['prior_max_sigma_m']),
+                             hold_velocity_std=float(p['hold_velocity_std']),
+                             hold_settle_s=float(p['hold_settle_s']))
             self.core = LocalizerCore(
                 db, cfg, KalmanConfig(baro_std=float(p['baro_std_m'])),
                 HealthConfig(min_similarity=float(p['min_similarity']),
@@ -221,11 +229,27 @@ class LocalizerNode(Node):
         if self.last_tick_t is None or t - self.last_tick_t >= 0.5:
             self.last_tick_t = t
             self.core.tick(t)
+            self._hover(t)
         rate = float(self.cfg['publish_rate_hz'])
         if self.last_pub_t is None or t - self.last_pub_t >= 1.0 / max(rate, 1e-3) - 1e-6 \
                 or t < self.last_pub_t:
             self.last_pub_t = t
             self._publish_pose(msg.header.stamp)
+
+    def _hover(self, t):
+        """Flight mode 'hold' (the mission hovers while LOST): after hold_settle_s the
+        filter is told the vehicle is at rest, so the pose does not drift away without fixes."""
+        if self.mode != 'hold':
+            self.hold_since, self.hovers = None, 0
+            return
+        if self.hold_since is None or t < self.hold_since:
+            self.hold_since = t
+        elif t - self.hold_since >= self.core.cfg.hold_settle_s and self.core.hover(t):
+            if self.hovers == 0:
+                self.get_logger().info(
+                    f'flight mode hold for {t - self.hold_since:.1f} s: holding the velocity '
+                    f'at zero (std {self.core.cfg.hold_velocity_std:g} m/s) until it ends')
+            self.hovers += 1
 
     def _on_baro(self, msg):
         if self.core is None:
@@ -459,6 +483,7 @@ class LocalizerNode(Node):
                 'flight_mode': self.mode, 'query_ms_mean': f'{np.mean(lat):.1f}' if lat else 'n/a',
                 'fixes_accepted': kst['fixes_accepted'], 'fixes_rejected': kst['fixes_rejected'],
                 'reseeds': kst['reseeds'], 'baro_ok': str(baro_ok),
+                'hold_velocity_updates': kst['velocity_updates'],
                 'imu_time_backwards': kst['time_backwards'], 'imu_gaps': kst['imu_gaps']})
             if not baro_ok and self.core.kf.t is not None:
                 health_note = 'no barometer: vertical covariance inflated'

@@ -6,20 +6,23 @@ battery. Here the factors combine (the seed's if/elif chain ignored the battery 
 vehicle was uncertain), the uncertainty acts smoothly, the result stays within [min_hz, max_hz]
 and under the thermal cap (/skyloc/query_rate_cap) of the health node.
 
-Flight modes are the std_msgs/String values of /skyloc/flight_mode: takeoff, cruise, survey,
-precision_landing, land. An unknown or empty mode counts as survey.
+Flight modes are the std_msgs/String values of /skyloc/flight_mode (the mission node publishes
+them): takeoff, cruise, survey, precision_landing, land, and hold (the LOST failsafe: hovering
+and climbing; the localizer then also holds the velocity at zero). An unknown or empty mode
+counts as survey.
 """
 
 from dataclasses import dataclass, field
 import math
 
-MODES = ('takeoff', 'cruise', 'survey', 'precision_landing', 'land')
+MODES = ('takeoff', 'cruise', 'survey', 'precision_landing', 'land', 'hold')
 
 
 def _default_mode_factors():
     # seed: precision_landing x5, cruise x0.5; land is a landing (x2.5), take-off as survey
+    # hold: the LOST failsafe, which also boosts through the uncertainty: as survey
     return {'takeoff': 1.0, 'cruise': 0.5, 'survey': 1.0, 'precision_landing': 5.0,
-            'land': 2.5}
+            'land': 2.5, 'hold': 1.0}
 
 
 @dataclass

@@ -266,3 +266,40 @@ def test_odometer_is_the_integrated_velocity():
     p3, _ = _circle(3.0)[:2]
     np.testing.assert_allclose(b - a, (p3 - p1)[:2], atol=0.3)
     assert np.all(sb >= sa)
+
+
+def test_zero_velocity_while_hovering_bounds_the_drift_of_a_biased_imu():
+    """A hovering vehicle with a biased accelerometer and no fixes (LOST): IMU alone drifts
+    hundreds of metres in 2 minutes; the hover's zero-velocity measurement keeps it within a
+    few metres (the mission's hold; issue: unbounded drift while LOST)."""
+    def hover(with_hold):
+        kf = FusionKalman()
+        kf.set_prior(0.0, (0.0, 0.0, 50.0), np.diag([4.0, 4.0, 1.0]))
+        q, f = _imu(np.zeros(3), 0.3, 0.0, 0.0, bias=(0.05, -0.04, 0.0))
+        for k in range(1, int(120 * RATE) + 1):
+            t = k / RATE
+            kf.predict_imu(t, q, f)
+            if with_hold and k % int(RATE // 2) == 0:
+                assert kf.update_velocity(t, (0.0, 0.0), 1.0)
+        return float(np.linalg.norm(kf.position[:2])), kf
+    drift_imu, _ = hover(False)
+    drift_hold, kf = hover(True)
+    assert drift_imu > 300.0
+    assert drift_hold < 10.0, drift_hold
+    assert kf.stats['velocity_updates'] == 240
+    assert not kf.update_velocity(1e3, (float('nan'), 0.0), 1.0)
+    assert not kf.update_velocity(1e3, (0.0, 0.0), 0.0)
+
+
+def test_a_late_fix_replays_the_velocity_updates_after_it():
+    kf = FusionKalman()
+    kf.set_prior(0.0, (0.0, 0.0, 0.0), np.diag([4.0, 4.0, 1.0]))
+    for k in range(1, 101):
+        kf.predict_imu(k / RATE, (0, 0, 0, 1), (0.0, 0.0, GRAVITY))
+        if k % 50 == 0:
+            kf.update_velocity(k / RATE, (0.0, 0.0), 0.5)
+    v_var = kf.P[3, 3]
+    res = kf.update_fix(0.3, (1.0, 1.0), np.eye(2))
+    assert res.accepted and res.late_s > 0.5
+    # the velocity update at 0.5 s was replayed after the fix: its variance is as small again
+    assert kf.P[3, 3] <= v_var * 1.5 and kf.stats['velocity_updates'] == 2

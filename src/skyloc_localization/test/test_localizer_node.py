@@ -201,6 +201,14 @@ def test_fix_from_descriptors_and_bad_input_survived(tmp_path, data):
             drv.spin(0.3)
         drv.spin(1.5)
         assert drv.values('state')[-1] == 'OK', drv.messages()[-2:]
+        # flight mode 'hold' (the mission's LOST failsafe): after hold_settle_s (3 s) the
+        # filter is told the vehicle hovers; none before
+        assert int(drv.values('hold_velocity_updates')[-1]) == 0
+        drv.mode.publish(String(data='hold'))
+        assert drv.wait_until(lambda: drv.values('flight_mode')[-1] == 'hold', 5.0)
+        drv.sensors(28.0, 6.0)
+        drv.spin(1.5)
+        assert 4 <= int(drv.values('hold_velocity_updates')[-1]) <= 8
         assert proc.poll() is None
     finally:
         drv.close()
