@@ -42,16 +42,40 @@ def run_node(node_class, args=None, executor_class=SingleThreadedExecutor,
         rclpy.try_shutdown()
 
 
+# durations, rates and frequencies: never negative (0 is "off" where a node allows it)
+NON_NEGATIVE_SUFFIXES = ('_s', '_hz', 'rate')
+
+
 def declare_parameters(node, table):
     """Declare (name, default, description) parameters; returns {name: value}.
 
     Numbers accept 4 as well as 4.0 (launch arguments and CLI overrides type them by text).
+    Validated at start-up (``check_parameter``): a ValueError names the parameter, and
+    ``run_node`` prints it as one line and exits 1.
     """
     from rcl_interfaces.msg import ParameterDescriptor
     for name, default, description in table:
         node.declare_parameter(name, default, ParameterDescriptor(
             description=description, dynamic_typing=isinstance(default, float)))
-    return {name: node.get_parameter(name).value for name, _, _ in table}
+    values = {name: node.get_parameter(name).value for name, _, _ in table}
+    for name, default, _ in table:
+        check_parameter(name, default, values[name])
+    return values
+
+
+def check_parameter(name, default, value):
+    """The checks every node's parameters get: a float parameter holds a finite number where
+    its default is finite (a number, not text or a bool); durations, rates and frequencies
+    (names ending in _s, _hz, rate) are not negative. ValueError naming the parameter."""
+    import math
+    if isinstance(default, float) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"parameter '{name}' must be a number, got {value!r}")
+        if math.isfinite(default) and not math.isfinite(value):
+            raise ValueError(f"parameter '{name}' must be a finite number, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            name.endswith(NON_NEGATIVE_SUFFIXES) and value < 0:
+        raise ValueError(f"parameter '{name}' must not be negative, got {value!r}")
 
 
 def workspace_path(path):
