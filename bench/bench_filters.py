@@ -156,6 +156,68 @@ def simulate_survey(minutes=10.0, seed=0, fix_rate=1.0, outlier_prob=0.05,
             'distance_m': float(np.sum(np.linalg.norm(np.diff(truth[:, :2], axis=0), axis=1)))}
 
 
+def simulate_hold(seconds=120.0, seed=0, wind=(0.0, 0.0), gusts=0.0, speed=8.0,
+                  hold_std=1.0, settle_s=3.0, tick_s=0.5):
+    """The LOST failsafe: the vehicle flies at `speed` with a good estimate, then the fixes
+    stop and the mission hovers (zero velocity command) for `seconds`. Two filters on the same
+    sensor stream: IMU + barometer only, and the same with the localizer's hold (zero-velocity
+    measurement with std `hold_std` every `tick_s` after `settle_s`). The simulator's drone
+    drifts with the wind while it hovers (no GNSS to cancel it), which the hold cannot see.
+    Returns the horizontal errors (m) at 30, 60 and 120 s."""
+    from skyloc_localization.kalman import FusionKalman
+    from skyloc_sim.sensors import Barometer, BaroConfig, ImuConfig, ImuModel
+    from skyloc_sim.vehicle import Limits, Multirotor
+
+    imu_cfg, baro_cfg = ImuConfig(), BaroConfig()
+    imu = ImuModel(imu_cfg, np.random.default_rng(seed + 1))
+    baro = Barometer(baro_cfg, np.random.default_rng(seed + 2))
+    veh = Multirotor(Limits(), x=0.0, y=0.0, z=100.0, yaw=0.0, wind=wind, wind_gust_std=gusts,
+                     rng=np.random.default_rng(seed + 3))
+    veh.velocity[:2] = (speed + wind[0], wind[1])
+    veh.command = (speed, 0.0, 0.0, 0.0)
+    dt = 1.0 / imu_cfg.rate
+    imu_only, hold = FusionKalman(), FusionKalman()
+    for kf in (imu_only, hold):
+        kf.set_prior(0.0, (0.0, 0.0, 100.0), np.diag([4.0, 4.0, 1.0]))
+        kf.kf.x[3:5, 0] = veh.velocity[:2]
+        kf.kf.P[3, 3] = kf.kf.P[4, 4] = 0.3 ** 2
+    baro_every = int(round(imu_cfg.rate / baro_cfg.rate))
+    tick_every = int(round(tick_s * imu_cfg.rate))
+    out = {'imu_only': {}, 'hold': {}}
+    marks = {int(round(m * imu_cfg.rate)): m for m in (30.0, 60.0, 120.0) if m <= seconds}
+    for k in range(1, int(round(seconds * imu_cfg.rate)) + 1):
+        t = k * dt
+        veh.command = (0.0, 0.0, 0.0, 0.0)      # LOST at t = 0: hover
+        veh.step(dt)
+        q, _, f = imu.sample(veh.acceleration, veh.angular_velocity_body(), veh.roll, veh.pitch,
+                             veh.yaw)
+        for kf in (imu_only, hold):
+            kf.predict_imu(t, q, f)
+        if k % baro_every == 0:
+            p = baro.sample(veh.position[2])
+            for kf in (imu_only, hold):
+                kf.update_baro(t, p)
+        if k % tick_every == 0 and t >= settle_s:
+            hold.update_velocity(t, (0.0, 0.0), hold_std)
+        if k in marks:
+            for name, kf in (('imu_only', imu_only), ('hold', hold)):
+                out[name][f'{marks[k]:g}s'] = round(float(np.linalg.norm(
+                    kf.position[:2] - veh.position[:2])), 1)
+    return out
+
+
+def bench_hold(seconds=120.0, seeds=(0, 1, 2, 3, 4)):
+    """simulate_hold in calm air and in a 2 m/s wind with 0.5 m/s gusts, over several seeds
+    (IMU turn-on biases): median horizontal error (m) at 30, 60, 120 s, for each filter."""
+    out = {'seconds': seconds, 'seeds': len(seeds), 'hold_std_m_s': 1.0}
+    for label, wind, gusts in (('calm', (0.0, 0.0), 0.0), ('wind_2m_s', (2.0, 0.0), 0.5)):
+        runs = [simulate_hold(seconds, seed, wind, gusts) for seed in seeds]
+        out[label] = {name: {mark: round(float(np.median([r[name][mark] for r in runs])), 1)
+                             for mark in runs[0][name]}
+                      for name in ('imu_only', 'hold')}
+    return out
+
+
 def _rmse(e):
     e = np.asarray(e, float)
     return round(float(np.sqrt(np.mean(e ** 2))), 2) if len(e) else None

@@ -100,6 +100,9 @@ def run_localization(args):
     out['synthetic_survey'] = bench_filters.bench_survey(args.minutes)
     print('[bench] localization: kidnap pipeline simulation (bench_filters)', flush=True)
     out['pipeline_with_kidnap'] = bench_filters.bench_pipeline()
+    print('[bench] localization: LOST hover with and without the hold (bench_filters)',
+          flush=True)
+    out['hold'] = bench_filters.bench_hold()
     print('[bench] localization: Recall@1 per altitude, procedural + real satellite tiles',
           flush=True)
     out['recall'] = bench_localization.bench_localization()
@@ -636,6 +639,15 @@ def localization_rows(loc):
                             f"{_num(v['recovered_after_s'], 's')} / "
                             f"{v['rmse_m_outside_recovery']} m | "
                             f"- | - |")
+    h = loc.get('hold')
+    if h:
+        for label, text in (('calm', 'calm air'), ('wind_2m_s', 'a 2 m/s wind (+0.5 gusts)')):
+            r = h[label]
+            rows.append(f"| localization | LOST hover in {text}, no fixes, simulator IMU "
+                        f"(bench_filters.bench_hold, median of {h['seeds']} seeds): error at "
+                        f"30 / 60 / 120 s, IMU only vs with the hold's zero velocity | "
+                        f"{' / '.join(str(v) for v in r['imu_only'].values())} m vs "
+                        f"{' / '.join(str(v) for v in r['hold'].values())} m | - | - |")
     c = loc.get('survey')
     if c:
         f, v, d = c['fused'], c['vision_only'], c['imu_only']

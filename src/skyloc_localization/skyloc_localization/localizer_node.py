@@ -58,7 +58,9 @@ PARAMETERS = [
      'while its horizontal std is below this, m'),
     ('hold_velocity_std', 1.0, 'Flight mode "hold" (the mission hovers while LOST): the '
      'horizontal velocity is measured as 0 with this std, m/s, so the pose does not drift '
-     'away without fixes; 0 turns it off'),
+     'away without fixes. It assumes the hover holds over the ground: a drone drifting with '
+     'the wind (no GNSS or optical flow) moves unseen (BENCHMARKS.md: better than IMU alone '
+     'in calm air and after 2 min, worse for the first minute in a 2 m/s wind); 0 turns it off'),
     ('hold_settle_s', 3.0, 'Flight mode "hold" this long (the vehicle has stopped) before the '
      'zero-velocity measurement starts, s'),
     ('min_similarity', 0.05, 'A query whose best cosine similarity is below this is invalid'),
