@@ -88,6 +88,21 @@ class _Pilot:
         return c * vw[0] + s * vw[1], -s * vw[0] + c * vw[1], vz, wz
 
 
+def _step_and_sense(veh, imu, baro, filters, k, dt, baro_every):
+    """Step k of the vehicle (its command set), then the same IMU sample to every filter and,
+    every baro_every steps, the same barometer reading."""
+    veh.step(dt)
+    t = k * dt
+    q, _, f = imu.sample(veh.acceleration, veh.angular_velocity_body(), veh.roll, veh.pitch,
+                         veh.yaw)
+    for kf in filters:
+        kf.predict_imu(t, q, f)
+    if k % baro_every == 0:
+        p = baro.sample(veh.position[2])
+        for kf in filters:
+            kf.update_baro(t, p)
+
+
 def simulate_survey(minutes=10.0, seed=0, fix_rate=1.0, outlier_prob=0.05,
                     fix_sigma=(2.0, 6.0), delay=(0.2, 1.0), wind=(3.0, -1.0), gusts=0.5):
     """Fly a survey and run the filters on the same sensor stream; returns errors (m)."""
@@ -119,16 +134,8 @@ def simulate_survey(minutes=10.0, seed=0, fix_rate=1.0, outlier_prob=0.05,
     t = 0.0
     for k in range(1, n_steps + 1):
         veh.command = pilot.command(veh)
-        veh.step(dt)
         t = k * dt
-        q, _, f = imu.sample(veh.acceleration, veh.angular_velocity_body(), veh.roll, veh.pitch,
-                             veh.yaw)
-        for kf in (fused, imu_only):
-            kf.predict_imu(t, q, f)
-        if k % baro_every == 0:
-            p = baro.sample(veh.position[2])
-            for kf in (fused, imu_only):
-                kf.update_baro(t, p)
+        _step_and_sense(veh, imu, baro, (fused, imu_only), k, dt, baro_every)
         if k % fix_every == 0 and veh.position[2] > 20.0:   # image taken now
             sigma = rng.uniform(*fix_sigma)
             xy = veh.position[:2] + rng.normal(0.0, sigma, 2)
@@ -188,15 +195,7 @@ def simulate_hold(seconds=120.0, seed=0, wind=(0.0, 0.0), gusts=0.0, speed=8.0,
     for k in range(1, int(round(seconds * imu_cfg.rate)) + 1):
         t = k * dt
         veh.command = (0.0, 0.0, 0.0, 0.0)      # LOST at t = 0: hover
-        veh.step(dt)
-        q, _, f = imu.sample(veh.acceleration, veh.angular_velocity_body(), veh.roll, veh.pitch,
-                             veh.yaw)
-        for kf in (imu_only, hold):
-            kf.predict_imu(t, q, f)
-        if k % baro_every == 0:
-            p = baro.sample(veh.position[2])
-            for kf in (imu_only, hold):
-                kf.update_baro(t, p)
+        _step_and_sense(veh, imu, baro, (imu_only, hold), k, dt, baro_every)
         if k % tick_every == 0 and t >= settle_s:
             hold.update_velocity(t, (0.0, 0.0), hold_std)
         if k in marks:
