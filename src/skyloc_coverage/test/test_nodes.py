@@ -212,9 +212,9 @@ def test_ground_robot_covers_a_room_on_its_own_odometry(tmp_path):
 
     The simulator runs in real time (at 4x the nodes' callbacks lagged the poses on a loaded
     machine and the robot ran into furniture; at 2x a fresh-clone CI run on the shared machine,
-    load average ~15, stopped at 88.6% and 60.8% after 53-73 backups); the planning radius has the margin
-    for wheel-odometry drift that config/room.yaml has (robot 0.2 m + 0.15 m); the end of
-    the path is followed by mop-up passes over what was missed.
+    load average ~15, stopped at 88.6% and 60.8% after 53-73 backups); the planning radius has
+    the margin for wheel-odometry drift that config/room.yaml has (robot 0.2 m + 0.15 m); the
+    end of the path is followed by mop-up passes over what was missed.
 
     Two attempts: the drifting odometry sometimes wedges the robot against furniture for
     minutes on the shared 2-core CI machine (one CI run stopped at 71.6% after 121 backups,
