@@ -180,8 +180,7 @@ def simulate_hold(seconds=120.0, seed=0, wind=(0.0, 0.0), gusts=0.0, speed=8.0,
     baro = Barometer(baro_cfg, np.random.default_rng(seed + 2))
     veh = Multirotor(Limits(), x=0.0, y=0.0, z=100.0, yaw=0.0, wind=wind, wind_gust_std=gusts,
                      rng=np.random.default_rng(seed + 3))
-    veh.velocity[:2] = (speed + wind[0], wind[1])
-    veh.command = (speed, 0.0, 0.0, 0.0)
+    veh.velocity[:2] = (speed + wind[0], wind[1])     # flying east; LOST now
     dt = 1.0 / imu_cfg.rate
     imu_only, hold = FusionKalman(), FusionKalman()
     for kf in (imu_only, hold):

@@ -633,12 +633,12 @@ class CoveragePlanner:
         detours = 0
         left = None
         for _ in range(self.detour_rounds):
-            swept = swept_mask(todo.shape, [pts], half, upsample)
-            unswept = int((todo & ~swept).sum())
-            if not unswept or (left is not None and unswept >= left):
+            unswept = todo & ~swept_mask(todo.shape, [pts], half, upsample)
+            n_unswept = int(unswept.sum())
+            if not n_unswept or (left is not None and n_unswept >= left):
                 break       # all swept, or the last round swept nothing more
-            left = unswept
-            missed = self._onto_free(free, (todo & ~swept).astype(np.uint8))
+            left = n_unswept
+            missed = self._onto_free(free, unswept.astype(np.uint8))
             n, comp, stats, _ = cv2.connectedComponentsWithStats(missed, connectivity=8)
             strips = []
             for k in range(1, n):

@@ -109,13 +109,17 @@ def test_lost_holds_and_climbs_then_resumes_and_low_battery_returns():
     assert states(m) == ['TAKEOFF', 'SURVEY', 'HOLD', 'SURVEY', 'RETURN']
 
 
-def test_lost_for_too_long_lands_where_it_is():
-    """A pose known to be wrong cannot lead home: after hold_timeout_s it lands in place."""
-    m = Mission(MissionConfig(altitude=20.0, climb_rate=5.0, hold_timeout_s=5.0))
-    body = PointMass()
+def surveying(config):
+    """A mission that took off and has surveyed 5 s east at 10 m/s: (mission, body, t)."""
+    m, body = Mission(config), PointMass()
     t = fly(m, body, 0.0, 10.0)
     m.on_localizer_state(t, 'OK')
-    t = fly(m, body, t, 5.0, follower=Command(vx=10.0))
+    return m, body, fly(m, body, t, 5.0, follower=Command(vx=10.0))
+
+
+def test_lost_for_too_long_lands_where_it_is():
+    """A pose known to be wrong cannot lead home: after hold_timeout_s it lands in place."""
+    m, body, t = surveying(MissionConfig(altitude=20.0, climb_rate=5.0, hold_timeout_s=5.0))
     x_lost = body.x
     assert x_lost > 40.0
     m.on_localizer_state(t, 'LOST')
@@ -126,11 +130,7 @@ def test_lost_for_too_long_lands_where_it_is():
 
 
 def test_low_battery_while_lost_lands_and_lost_on_the_way_home_holds():
-    m = Mission(MissionConfig(altitude=20.0, climb_rate=5.0, recover_s=1.0))
-    body = PointMass()
-    t = fly(m, body, 0.0, 10.0)
-    m.on_localizer_state(t, 'OK')
-    t = fly(m, body, t, 5.0, follower=Command(vx=10.0))
+    m, body, t = surveying(MissionConfig(altitude=20.0, climb_rate=5.0, recover_s=1.0))
     # the survey ends; on the way home the localizer is LOST: hold, then home again
     m.on_progress(100.0)
     t = fly(m, body, t, 1.0)

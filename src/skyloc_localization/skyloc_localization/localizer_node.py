@@ -95,7 +95,7 @@ class LocalizerNode(Node):
         self.core = None
         self.error = None              # why the node cannot localise (database, bundle)
         self.mode, self.battery, self.cap = 'survey', None, None
-        self.hold_since, self.hovers = None, 0
+        self.hold_since, self.hold_logged = None, False
         self.rate_hz, self.rate_info = None, {}
         self.pending = []              # descriptors waiting for their crop: (msg, wall time)
         self.crops = {}                # stamp (ns) -> Image
@@ -242,16 +242,16 @@ class LocalizerNode(Node):
         """Flight mode 'hold' (the mission hovers while LOST): after hold_settle_s the
         filter is told the vehicle is at rest, so the pose does not drift away without fixes."""
         if self.mode != 'hold':
-            self.hold_since, self.hovers = None, 0
+            self.hold_since, self.hold_logged = None, False
             return
         if self.hold_since is None or t < self.hold_since:
             self.hold_since = t
-        elif t - self.hold_since >= self.core.cfg.hold_settle_s and self.core.hover(t):
-            if self.hovers == 0:
-                self.get_logger().info(
-                    f'flight mode hold for {t - self.hold_since:.1f} s: holding the velocity '
-                    f'at zero (std {self.core.cfg.hold_velocity_std:g} m/s) until it ends')
-            self.hovers += 1
+        elif t - self.hold_since >= self.core.cfg.hold_settle_s and self.core.hover(t) and \
+                not self.hold_logged:
+            self.hold_logged = True
+            self.get_logger().info(
+                f'flight mode hold for {t - self.hold_since:.1f} s: holding the velocity at '
+                f'zero (std {self.core.cfg.hold_velocity_std:g} m/s) until it ends')
 
     def _on_baro(self, msg):
         if self.core is None:
