@@ -14,7 +14,8 @@ a few degrees) and a small scale (the barometric altitude error, 5-10%).  Two ma
   verifiable transform for about a quarter of the queries, the orientation correlation for
   over 90% (median error about 1 m at 1 m/px).  The small rotation/scale is searched by the
   caller (query variants); the peak is refined to sub-pixel by a quadratic fit.  Quality:
-  the peak value and its ratio to the best peak outside ``exclusion_m``; below
+  the peak value and its ratio to the best peak outside ``exclusion_m``; the query's black
+  parts (outside the camera's view) are masked out of the correlation; below
   ``min_peak``/``min_ratio`` there is no fix.  The covariance is the inverse curvature of the
   correlation surface at the peak (elongated along a road), scaled so that its mean sigma
   shrinks as the peak stands out: sigma = res * (0.5 + 2 / (ratio - 1)).
@@ -229,11 +230,13 @@ class Peak:
 class CorrelationMatcher:
     """Orientation-field correlation of a query crop inside a larger map window."""
 
-    def __init__(self, blur_px=1.0, min_peak=0.12, min_ratio=1.3, exclusion_m=8.0):
+    def __init__(self, blur_px=1.0, min_peak=0.12, min_ratio=1.3, exclusion_m=8.0,
+                 masked=True):
         self.blur_px = float(blur_px)
         self.min_peak = float(min_peak)
         self.min_ratio = float(min_ratio)
         self.exclusion_m = float(exclusion_m)
+        self.masked = bool(masked)
 
     def field(self, rgb):
         return orientation_field(rgb, self.blur_px)
@@ -244,7 +247,18 @@ class CorrelationMatcher:
         qh, qw = query_field.shape[:2]
         if qh > wh or qw > ww:
             raise ValueError(f'query field {qw}x{qh} is larger than the window {ww}x{wh}')
-        surface = cv2.matchTemplate(window_field, query_field, cv2.TM_CCORR_NORMED)
+        surface = None
+        if self.masked:
+            # the query's black parts (outside the camera view) are left out of the window's
+            # norm too: a larger query crop may then reach past the view without penalty
+            valid = (np.abs(query_field).sum(axis=2) > 0).astype(np.float32)
+            if not valid.all():
+                mask = np.ascontiguousarray(np.dstack([valid] * query_field.shape[2]))
+                surface = cv2.matchTemplate(window_field, query_field, cv2.TM_CCORR_NORMED,
+                                            mask=mask)
+                surface = np.nan_to_num(surface, nan=0.0, posinf=0.0, neginf=0.0)
+        if surface is None:
+            surface = cv2.matchTemplate(window_field, query_field, cv2.TM_CCORR_NORMED)
         _, top, _, (c, r) = cv2.minMaxLoc(surface)
         masked = surface.copy()
         cv2.circle(masked, (c, r), max(1, int(round(self.exclusion_m / res_m))), -1.0, -1)

@@ -143,15 +143,22 @@ class Localizer:
     ``scales``: the query variants searched.  ``method``: 'correlation' (orientation-field
     correlation, the default) or 'keypoints' (SIFT + RANSAC similarity).  ``fine_res_m``:
     metres per pixel of fine matching (never finer than the map); ``window_factor``: the map
-    window around a candidate is this many footprints wide.
+    window around a candidate is this many footprints wide.  ``verify_factor``: the
+    correlation query crop is up to this many footprints wide where the base crop holds that
+    much of the camera's view (camera images: :meth:`localize`; a footprint-sized crop, as
+    the embedder publishes, stays as it is), with the candidate window then ``+-search_m``
+    around it (None: ``window_factor``).  On the procedural benchmark (queries of seed 1, not
+    the reported ones) 1.5 footprints, masked, +-12 m lifted Recall@1 from 0.69 to 0.81.
     """
 
     BASE_FACTOR = 1.55  # base crop / footprint: holds the variants rotated 45 deg and / 0.93
+    VIEW_MARGIN = 1.15  # base crop / verification crop: room for the rotation/scale variants
 
     def __init__(self, database, pipeline, top_k=5, verify_k=8, yaw_offsets_deg=(-6.0, 0.0, 6.0),
                  scales=(0.93, 1.0, 1.07), weak_similarity=0.35, fallback_k=20,
                  method='correlation', matcher=None, fine_res_m=1.0, window_factor=2.0,
-                 refine_n=2, global_fallback=True, global_coarse=2, global_max_px=4e6):
+                 refine_n=2, global_fallback=True, global_coarse=2, global_max_px=4e6,
+                 verify_factor=1.5, search_m=12.0):
         if pipeline is not None and pipeline.model_id != database.model_id:
             from skyloc_localization.database import DatabaseError
             raise DatabaseError(f'{database.path}: built with model_id {database.model_id} but '
@@ -175,6 +182,11 @@ class Localizer:
         self.global_fallback = bool(global_fallback) and method == 'correlation'
         self.global_coarse = int(global_coarse)
         self.global_max_px = float(global_max_px)
+        if not (math.isfinite(verify_factor) and verify_factor >= 1.0):
+            raise ValueError(f'verify_factor must be >= 1, got {verify_factor}')
+        self.verify_factor = float(verify_factor)
+        self.search_m = None if search_m is None else float(search_m)
+        self.refine_m = 6.0
         self._window_cache = {}
         self._field = {}
         # localize_descriptor: a fix elsewhere must beat the tracking window's peak by this
@@ -190,10 +202,17 @@ class Localizer:
 
     # --------------------------------------------------------------------- query side
     def base_crop(self, image, intrinsics, altitude_m, yaw_rad, band):
-        """(north-up base crop, its footprint m): BASE_FACTOR footprints at descriptor scale."""
+        """(north-up base crop, its footprint m) at descriptor scale: BASE_FACTOR footprints,
+        or up to VIEW_MARGIN x verify_factor of them where the camera sees that much."""
         from skyloc_perception.normalize import normalize_query
-        footprint = self.db.bands[band]['footprint_m'] * self.BASE_FACTOR
-        px = int(round(self.pipeline.input_size * self.BASE_FACTOR))
+        fp = self.db.bands[band]['footprint_m']
+        # as much of the camera's view as verify_factor asks for (its ground diagonal)
+        i = intrinsics
+        view = 2.0 * altitude_m * math.hypot(max(i.cx, i.width - i.cx) / i.fx,
+                                             max(i.cy, i.height - i.cy) / i.fy)
+        factor = max(self.BASE_FACTOR, min(view / fp, self.VIEW_MARGIN * self.verify_factor))
+        footprint = fp * factor
+        px = int(round(self.pipeline.input_size * factor))
         crop, _ = normalize_query(image, intrinsics, altitude_m, yaw_rad, footprint, px)
         return crop, footprint
 
@@ -244,8 +263,18 @@ class Localizer:
         footprint = self.db.bands[band]['footprint_m']
         res = self._map_field()[1] if self.method == 'correlation' else self.fine_res()
         q_px = max(16, int(round(footprint / res)))
-        q_footprint = q_px * res   # the fine crop is at exactly the map field's m/px
         side = int(round(self.window_factor * q_px))
+        small_px = None
+        if self.method == 'correlation' and self.verify_factor > 1.0:
+            # a larger query crop (as far as the base crop reaches) is more distinctive; the
+            # window then leaves +-search_m for the translation around the candidate
+            big = max(16, int(round(min(footprint * self.verify_factor, base_footprint_m)
+                                    / res)))
+            if big > q_px:
+                side = big + 2 * int(round(self.search_m / res)) if self.search_m is not None \
+                    else max(side, big + 2)
+                small_px, q_px = q_px, big
+        q_footprint = q_px * res   # the fine crop is at exactly the map field's m/px
         chosen = self._distinct(candidates, count, footprint)
         variants = self.variants()
 
@@ -291,7 +320,22 @@ class Localizer:
         for cand in chosen:
             peak, v = cand.peak
             cand.fine = self.matcher.fix(peak, cand.to_map, res, *variants[v])
+            if small_px is not None and cand.fine.ok:
+                self._refine(cand.fine, base, base_footprint_m, variants[v], small_px, res)
         return chosen
+
+    def _refine(self, fine, base, base_footprint_m, variant, q_px, res):
+        """Move a fix found with the large query crop to the peak of the footprint-sized
+        centre crop within +-refine_m of it (the centre is what is being located; the outer
+        parts of the large crop widen the peak where the yaw/scale are slightly off)."""
+        dyaw, s = variant
+        crop = variant_crop(base, base_footprint_m, dyaw, s, q_px * res, q_px)
+        side = q_px + 2 * max(2, int(round(self.refine_m / res)))
+        window, to_map = self._field_window(fine.x, fine.y, side)
+        peak = self.matcher.correlate(window, self.matcher.field(crop), res)
+        edge = (side - q_px) / 2.0 - 1.0
+        if abs(peak.col - (side - 1) / 2.0) < edge and abs(peak.row - (side - 1) / 2.0) < edge:
+            fine.x, fine.y = to_map(peak.col, peak.row)
 
     def _map_field(self, coarse=1):
         """(orientation field of the whole map at ``coarse`` x the fine resolution, its m/px),
@@ -317,7 +361,7 @@ class Localizer:
         field, res = self._map_field(self.global_coarse)
         _, grid, _ = self.db.map_image()
         footprint = self.db.bands[band]['footprint_m']
-        q_px = max(8, int(round(footprint / res)))
+        q_px = max(8, int(round(min(footprint * self.verify_factor, base_footprint_m) / res)))
         if q_px >= min(field.shape[:2]):
             return []
         top = grid.origin_y + grid.height * grid.resolution
