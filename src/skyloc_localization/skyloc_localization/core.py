@@ -49,6 +49,13 @@ class CoreConfig:
     # the map may re-seed the filter only after this long without an accepted fix (a filter
     # that keeps accepting fixes is not lost, whatever the map says)
     kidnap_quiet_s: float = 3.0
+    # an initialised filter is re-seeded from the map only after this many queries whose
+    # verified fixes confirm the map's mode and agree with each other (gated_agreement_m, the
+    # odometer since taken into account) within reseed_window_s: one fix confirming a wrong
+    # mode (a fault run: the altitude 16% off after a barometer step, the crop's scale with
+    # it) moved the filter 300 m during a landing
+    reseed_confirmations: int = 2
+    reseed_window_s: float = 10.0
     # flight mode 'hold' (the mission's LOST failsafe: hover and climb) for hold_settle_s:
     # the horizontal velocity is measured as 0 with this std, m/s (0: off); without it the
     # IMU-only velocity random walk carries the estimate away while no fix comes
@@ -96,6 +103,7 @@ class LocalizerCore:
         self.rate_policy = QueryRatePolicy(rate_config or RateConfig())
         self.prev_odo = None
         self.gated = []             # consecutive gated fixes: (t, xy, cov, odometer)
+        self.confirms = []          # fixes confirming a far map mode: (t, xy, odometer)
         self.last_accept_t = None   # stamp of the last fix the filter accepted
         self.queries = 0
         self.last = None            # the last QueryOutcome
@@ -190,20 +198,36 @@ class LocalizerCore:
             # filter is moved only where this query's verified fix confirms the mode
             confirmed = not self.kf.initialized or (valid and self._near_mode(loc, est))
             if self.kidnap.update(est, kxy[:2], kcov[:2, :2], self.kf.initialized) and quiet \
-                    and confirmed:
+                    and confirmed and self._confirm(t, loc, odo):
                 self.kf.reseed(t, est.mode, est.mode_cov)
                 out.reseeded = True
+                self.confirms = []
             if valid and (source == 'prior' or self._agrees(loc, est)):
                 out.fix_result = self.kf.update_fix(t, (loc.x, loc.y), loc.covariance,
                                                     gate=self.kf.initialized)
                 if out.fix_result.accepted:
                     self.last_accept_t = t
+                    self.confirms = []
                 self._gate_streak(t, loc, odo, out)
             self.queries += 1
             out.timings_ms = dict(loc.timings_ms, histogram=hist_ms,
                                   total=(time.perf_counter() - t0) * 1e3)
             self.last = out
         return out
+
+    def _confirm(self, t, loc, odo):
+        """Count one confirmation of a far mode; True once reseed_confirmations agreeing ones
+        came within reseed_window_s (at once while the filter has no position yet)."""
+        if not self.kf.initialized:
+            return True
+        xy = np.array([loc.x, loc.y])
+        self.confirms = [c for c in self.confirms if t - c[0] <= self.cfg.reseed_window_s]
+        if self.confirms:
+            _, pxy, podo = self.confirms[-1]
+            if np.linalg.norm((xy - pxy) - (odo - podo)) > self.cfg.gated_agreement_m:
+                self.confirms = []
+        self.confirms.append((t, xy, odo))
+        return len(self.confirms) >= max(1, self.cfg.reseed_confirmations)
 
     def _gate_streak(self, t, loc, odo, out):
         """Fixes that the filter gates out but that agree with each other (each where the

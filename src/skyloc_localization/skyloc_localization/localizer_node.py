@@ -63,6 +63,9 @@ PARAMETERS = [
      'in calm air and after 2 min, worse for the first minute in a 2 m/s wind); 0 turns it off'),
     ('hold_settle_s', 3.0, 'Flight mode "hold" this long (the vehicle has stopped) before the '
      'zero-velocity measurement starts, s'),
+    ('reseed_confirmations', 2, 'A filter with a position is re-seeded from the map (a kidnap) '
+     'only after this many queries whose verified fixes confirm the map\'s far mode and agree '
+     'with each other; 1: the first one does'),
     ('min_similarity', 0.05, 'A query whose best cosine similarity is below this is invalid'),
     ('min_peak', 0.12, 'A fine fix whose correlation peak is below this is invalid'),
     ('crop_wait_s', 1.0, 'How long a descriptor waits for its /skyloc/query_image (wall s); '
@@ -161,7 +164,8 @@ class LocalizerNode(Node):
                              histogram_cell_m=float(p['histogram_cell_m']),
                              prior_max_sigma_m=float(p['prior_max_sigma_m']),
                              hold_velocity_std=float(p['hold_velocity_std']),
-                             hold_settle_s=float(p['hold_settle_s']))
+                             hold_settle_s=float(p['hold_settle_s']),
+                             reseed_confirmations=int(p['reseed_confirmations']))
             self.core = LocalizerCore(
                 db, cfg, KalmanConfig(baro_std=float(p['baro_std_m'])),
                 HealthConfig(min_similarity=float(p['min_similarity']),

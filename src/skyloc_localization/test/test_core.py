@@ -121,3 +121,26 @@ def test_query_without_its_crop_is_retrieval_only(setup):
     assert out.fix_result is None and not core.kf.initialized
     # the probability map still learnt something from the similarities
     assert out.estimate.entropy < 0.999
+
+
+def test_map_reseed_needs_agreeing_confirmations(setup):
+    """A kidnap re-seed of a filter that has a position waits for reseed_confirmations (2)
+    verified fixes of the far mode that agree with each other, the odometer since taken into
+    account, within reseed_window_s; a single one (a wrong place confirmed once) is not
+    enough."""
+    from types import SimpleNamespace as At
+    world, pipeline, db = setup
+    core = LocalizerCore(db)
+    assert core._confirm(0.0, At(x=1.0, y=2.0), np.zeros(2))   # no position yet: at once
+    start(core)
+    f = Flight(core, world, pipeline, -40.0, -40.0, np.random.default_rng(4))
+    f.query()
+    assert core.kf.initialized
+    assert not core._confirm(10.0, At(x=300.0, y=0.0), np.zeros(2))
+    assert core._confirm(11.0, At(x=306.0, y=1.0), np.array([5.0, 0.0]))
+    core.confirms = []
+    assert not core._confirm(20.0, At(x=300.0, y=0.0), np.zeros(2))
+    assert not core._confirm(21.0, At(x=400.0, y=0.0), np.zeros(2))    # disagrees: restart
+    assert not core._confirm(40.0, At(x=400.0, y=0.0), np.zeros(2))    # the first is too old
+    core.cfg.reseed_confirmations = 1
+    assert core._confirm(41.0, At(x=-500.0, y=0.0), np.zeros(2))
