@@ -230,6 +230,8 @@ class Peak:
 class CorrelationMatcher:
     """Orientation-field correlation of a query crop inside a larger map window."""
 
+    MASK_MIN_SHARE = 0.1    # the mask is used when more than this share of the query is black
+
     def __init__(self, blur_px=1.0, min_peak=0.12, min_ratio=1.3, exclusion_m=8.0,
                  masked=True):
         self.blur_px = float(blur_px)
@@ -252,7 +254,10 @@ class CorrelationMatcher:
             # the query's black parts (outside the camera view) are left out of the window's
             # norm too: a larger query crop may then reach past the view without penalty
             valid = (np.abs(query_field).sum(axis=2) > 0).astype(np.float32)
-            if not valid.all():
+            # a few black corners (the embedder's crops) or flat pixels change little but the
+            # speed: the masked matchTemplate takes ~1.7x as long (closed-loop survey: median
+            # query 69 -> 86 ms with the mask used from 2% black on, same RMSE)
+            if valid.mean() < 1.0 - self.MASK_MIN_SHARE:
                 mask = np.ascontiguousarray(np.dstack([valid] * query_field.shape[2]))
                 surface = cv2.matchTemplate(window_field, query_field, cv2.TM_CCORR_NORMED,
                                             mask=mask)
