@@ -202,6 +202,7 @@ class LocalizerCore:
                 self.kf.reseed(t, est.mode, est.mode_cov)
                 out.reseeded = True
                 self.confirms = []
+                self.kidnap.reset()
             if valid and (source == 'prior' or self._agrees(loc, est)):
                 out.fix_result = self.kf.update_fix(t, (loc.x, loc.y), loc.covariance,
                                                     gate=self.kf.initialized)

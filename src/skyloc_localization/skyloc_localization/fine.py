@@ -14,8 +14,8 @@ a few degrees) and a small scale (the barometric altitude error, 5-10%).  Two ma
   verifiable transform for about a quarter of the queries, the orientation correlation for
   over 90% (median error about 1 m at 1 m/px).  The small rotation/scale is searched by the
   caller (query variants); the peak is refined to sub-pixel by a quadratic fit.  Quality:
-  the peak value and its ratio to the best peak outside ``exclusion_m``; the query's black
-  parts (outside the camera's view) are masked out of the correlation; below
+  the peak value and its ratio to the best peak outside ``exclusion_m``; a query crop
+  larger than the view is black outside it, and that part is masked out; below
   ``min_peak``/``min_ratio`` there is no fix.  The covariance is the inverse curvature of the
   correlation surface at the peak (elongated along a road), scaled so that its mean sigma
   shrinks as the peak stands out: sigma = res * (0.5 + 2 / (ratio - 1)).
@@ -230,40 +230,43 @@ class Peak:
 class CorrelationMatcher:
     """Orientation-field correlation of a query crop inside a larger map window."""
 
-    MASK_MIN_SHARE = 0.1    # the mask is used when more than this share of the query is black
+    MASK_MIN_SHARE = 0.02   # below this share of black, the mask changes nothing but the time
 
-    def __init__(self, blur_px=1.0, min_peak=0.12, min_ratio=1.3, exclusion_m=8.0,
-                 masked=True):
+    def __init__(self, blur_px=1.0, min_peak=0.12, min_ratio=1.3, exclusion_m=8.0):
         self.blur_px = float(blur_px)
         self.min_peak = float(min_peak)
         self.min_ratio = float(min_ratio)
         self.exclusion_m = float(exclusion_m)
-        self.masked = bool(masked)
 
     def field(self, rgb):
         return orientation_field(rgb, self.blur_px)
 
-    def correlate(self, window_field, query_field, res_m):
-        """The best Peak of the query field inside the window field (same m/px: ``res_m``)."""
-        wh, ww = window_field.shape[:2]
-        qh, qw = query_field.shape[:2]
-        if qh > wh or qw > ww:
-            raise ValueError(f'query field {qw}x{qh} is larger than the window {ww}x{wh}')
-        surface = None
-        if self.masked:
-            # the query's black parts (outside the camera view) are left out of the window's
-            # norm too: a larger query crop may then reach past the view without penalty
+    def surface(self, window_field, query_field, mask=False):
+        """The TM_CCORR_NORMED surface of the query field over the window field; with
+        ``mask``, the query's black parts (outside the camera's view) are left out of the
+        window's norm too, so a larger query crop may reach past the view without penalty.
+        The caller decides, once for all the variants it compares (masked and plain scores
+        differ); the masked matchTemplate takes ~1.7x as long."""
+        if mask:
             valid = (np.abs(query_field).sum(axis=2) > 0).astype(np.float32)
-            # a few black corners (the embedder's crops) or flat pixels change little but the
-            # speed: the masked matchTemplate takes ~1.7x as long (closed-loop survey: median
-            # query 69 -> 86 ms with the mask used from 2% black on, same RMSE)
             if valid.mean() < 1.0 - self.MASK_MIN_SHARE:
                 mask = np.ascontiguousarray(np.dstack([valid] * query_field.shape[2]))
                 surface = cv2.matchTemplate(window_field, query_field, cv2.TM_CCORR_NORMED,
                                             mask=mask)
-                surface = np.nan_to_num(surface, nan=0.0, posinf=0.0, neginf=0.0)
-        if surface is None:
-            surface = cv2.matchTemplate(window_field, query_field, cv2.TM_CCORR_NORMED)
+                # a window part with (almost) no energy under the mask divides by ~0: NaN or
+                # values past +-1, no evidence either way
+                surface[~(np.abs(surface) <= 1.0 + 1e-3)] = 0.0
+                return np.clip(surface, -1.0, 1.0)
+        return cv2.matchTemplate(window_field, query_field, cv2.TM_CCORR_NORMED)
+
+    def correlate(self, window_field, query_field, res_m, mask=False):
+        """The best Peak of the query field inside the window field (same m/px: ``res_m``);
+        ``mask``: see :meth:`surface`."""
+        wh, ww = window_field.shape[:2]
+        qh, qw = query_field.shape[:2]
+        if qh > wh or qw > ww:
+            raise ValueError(f'query field {qw}x{qh} is larger than the window {ww}x{wh}')
+        surface = self.surface(window_field, query_field, mask)
         _, top, _, (c, r) = cv2.minMaxLoc(surface)
         masked = surface.copy()
         cv2.circle(masked, (c, r), max(1, int(round(self.exclusion_m / res_m))), -1.0, -1)

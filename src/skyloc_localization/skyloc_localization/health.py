@@ -180,7 +180,12 @@ class KidnapDetector:
         else:
             self.count = 0
         if self.count >= self.consecutive:
-            self.count = 0
-            self.kidnaps += 1
+            # it goes on firing while the map stays far (the caller may want confirmations
+            # before it re-seeds; reset() after a re-seed); kidnaps counts such streaks
+            self.kidnaps += self.count == self.consecutive
             return True
         return False
+
+    def reset(self):
+        """After a re-seed: the next far estimate starts a new streak."""
+        self.count = 0

@@ -81,7 +81,13 @@ def test_kidnap_detector():
     assert not kd.update(_est([500.0, 100.0], mass=0.3), kf_xy, kf_cov)
     assert not kd.update(_est([500.0, 100.0]), kf_xy, kf_cov)         # 1st time far away
     assert kd.update(_est([500.0, 100.0]), kf_xy, kf_cov)             # 2nd in a row: reseed
-    assert kd.kidnaps == 1 and kd.count == 0
+    assert kd.kidnaps == 1
+    # not re-seeded (the caller waits for confirmations): it fires again, the same streak
+    assert kd.update(_est([500.0, 100.0]), kf_xy, kf_cov) and kd.kidnaps == 1
+    kd.reset()
+    assert not kd.update(_est([500.0, 100.0]), kf_xy, kf_cov) and kd.count == 1
+    assert kd.update(_est([500.0, 100.0]), kf_xy, kf_cov) and kd.kidnaps == 2
+    kd.reset()
     # an uncertain filter is not "far" (Mahalanobis) even 60 m off
     assert not kd.update(_est([160.0, 100.0]), kf_xy, np.eye(2) * 60.0 ** 2)
     assert not kd.update(_est([160.0, 100.0]), kf_xy, np.eye(2) * 60.0 ** 2)

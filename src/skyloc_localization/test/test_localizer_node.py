@@ -195,10 +195,14 @@ def test_fix_from_descriptors_and_bad_input_survived(tmp_path, data):
         assert drv.values('state')[-1] == 'DEGRADED', (drv.messages()[-2:],
                                                        drv.values('imu_gaps')[-1:])
         assert drv.poses[-1].pose.covariance[0] > std_before
-        for k in range(3):
+        # (two valid results go one state up; under load the timer's blackout check may have
+        # taken it down to LOST before the first, so up to six queries)
+        for k in range(6):
             drv.query(data, 25.0 + k, *truth)
             drv.sensors(25.0 + k, 1.0)
             drv.spin(0.3)
+            if k >= 2 and drv.values('state')[-1] == 'OK':
+                break
         drv.spin(1.5)
         assert drv.values('state')[-1] == 'OK', drv.messages()[-2:]
         # flight mode 'hold' (the mission's LOST failsafe): after hold_settle_s (3 s) the
@@ -206,7 +210,7 @@ def test_fix_from_descriptors_and_bad_input_survived(tmp_path, data):
         assert int(drv.values('hold_velocity_updates')[-1]) == 0
         drv.mode.publish(String(data='hold'))
         assert drv.wait_until(lambda: drv.values('flight_mode')[-1] == 'hold', 5.0)
-        drv.sensors(28.0, 6.0)
+        drv.sensors(26.0 + k, 6.0)
         drv.spin(1.5)
         assert 4 <= int(drv.values('hold_velocity_updates')[-1]) <= 8
         assert proc.poll() is None
