@@ -223,10 +223,8 @@ class LocalizerCore:
             return True
         xy = np.array([loc.x, loc.y])
         self.confirms = [c for c in self.confirms if t - c[0] <= self.cfg.reseed_window_s]
-        if self.confirms:
-            _, pxy, podo = self.confirms[-1]
-            if np.linalg.norm((xy - pxy) - (odo - podo)) > self.cfg.gated_agreement_m:
-                self.confirms = []
+        if self.confirms and not self._moved_as_odometry(self.confirms[-1], xy, odo):
+            self.confirms = []
         self.confirms.append((t, xy, odo))
         return len(self.confirms) >= max(1, self.cfg.reseed_confirmations)
 
@@ -239,15 +237,18 @@ class LocalizerCore:
             self.gated = []
             return
         xy = np.array([loc.x, loc.y])
-        if self.gated:
-            _, pxy, _, podo = self.gated[-1]
-            if np.linalg.norm((xy - pxy) - (odo - podo)) > self.cfg.gated_agreement_m:
-                self.gated = []
+        if self.gated and not self._moved_as_odometry(self.gated[-1], xy, odo):
+            self.gated = []
         self.gated.append((t, xy, loc.covariance, odo))
         if len(self.gated) >= self.cfg.max_gated:
             self.kf.reseed(t, xy, loc.covariance, velocity_std=self.cfg.reseed_velocity_std)
             out.reseeded = True
             self.gated = []
+
+    def _moved_as_odometry(self, prev, xy, odo):
+        """A fix at xy agrees with an earlier one (prev: (t, xy, ..., odometer)): it is where
+        that one plus the filter's odometer since puts it, within gated_agreement_m."""
+        return np.linalg.norm((xy - prev[1]) - (odo - prev[-1])) <= self.cfg.gated_agreement_m
 
     def _agrees(self, loc, est):
         """A fix from retrieval (not the tracking window) goes to the filter only if the

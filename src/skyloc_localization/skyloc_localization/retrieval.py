@@ -328,18 +328,19 @@ class Localizer:
         for cand in chosen:
             peak, v = cand.peak
             cand.fine = self.matcher.fix(peak, cand.to_map, res, *variants[v])
-            if small_px is not None and cand.fine.ok:
-                # a peak on the edge of the +-search_m window: the place may lie beyond it
-                # (a neighbouring candidate's window holds it; seed-1 queries: same Recall@1,
-                # median error 1.6 -> 1.1 m in autumn at 100 m)
-                sc, sr = peak.col - (q_px - 1) / 2.0, peak.row - (q_px - 1) / 2.0
-                if min(sc, sr) < 0.5 or max(sc, sr) > side - q_px - 0.5:
-                    cand.fine = FineResult(False, rotation_deg=cand.fine.rotation_deg,
-                                           scale=cand.fine.scale, peak=peak.score,
-                                           peak_ratio=peak.ratio,
-                                           reason='correlation peak on the edge of the '
-                                                  'search window')
-            if small_px is not None and cand.fine.ok:
+            if not (large and cand.fine.ok):
+                continue
+            # a peak on the edge of the +-search_m window: the place may lie beyond it (a
+            # neighbouring candidate's window holds it; seed-1 queries: same Recall@1,
+            # median error 1.6 -> 1.1 m in autumn at 100 m)
+            sc, sr = peak.col - (q_px - 1) / 2.0, peak.row - (q_px - 1) / 2.0
+            if min(sc, sr) < 0.5 or max(sc, sr) > side - q_px - 0.5:
+                cand.fine = FineResult(False, rotation_deg=cand.fine.rotation_deg,
+                                       scale=cand.fine.scale, peak=peak.score,
+                                       peak_ratio=peak.ratio,
+                                       reason='correlation peak on the edge of the search '
+                                              'window')
+            else:
                 self._refine(cand.fine, base, base_footprint_m, variants[v], small_px, res)
         return chosen
 
