@@ -95,7 +95,8 @@ def astar(free, start, goal, weight=2.0):
     cells = _flat(free)
     gx, gy = goal
     s_idx, g_idx = start[1] * w + start[0], gy * w + gx
-    steps = [(dc, dr, dr * w + dc, cost) for dc, dr, cost in _STEPS]
+    straight = [(dc, dr, dr * w + dc, cost) for dc, dr, cost in _STEPS[:4]]
+    diagonal = [(dc, dr, dr * w + dc, cost) for dc, dr, cost in _STEPS[4:]]
     g = {s_idx: 0.0}
     parent = {s_idx: -1}
     k = weight
@@ -103,6 +104,7 @@ def astar(free, start, goal, weight=2.0):
     heap = [(0.0, s_idx)]
     closed = set()
     push, pop = heapq.heappush, heapq.heappop
+    inf = math.inf
     while heap:
         _, idx = pop(heap)
         if idx in closed:
@@ -116,21 +118,24 @@ def astar(free, start, goal, weight=2.0):
         closed.add(idx)
         r, c = divmod(idx, w)
         base = g[idx]
-        for dc, dr, off, cost in steps:
-            nc, nr = c + dc, r + dr
-            if nc < 0 or nc >= w or nr < 0 or nr >= h:
-                continue
-            n = idx + off
-            if not cells[n]:
-                continue
-            if dc and dr and not (cells[idx + dc] and cells[idx + dr * w]):
-                continue
-            new = base + cost
-            if new < g.get(n, math.inf):
-                g[n] = new
-                parent[n] = idx
-                ax, ay = abs(nc - gx), abs(nr - gy)
-                push(heap, (new + k * (ax + ay + d2 * (ax if ax < ay else ay)), n))
+        inner = 0 < c < w - 1 and 0 < r < h - 1     # no bounds checks needed
+        for group in (straight, diagonal):
+            for dc, dr, off, cost in group:
+                if not inner:
+                    nc, nr = c + dc, r + dr
+                    if nc < 0 or nc >= w or nr < 0 or nr >= h:
+                        continue
+                n = idx + off
+                if not cells[n] or n in closed:
+                    continue
+                if dr and dc and not (cells[idx + dc] and cells[idx + dr * w]):
+                    continue
+                new = base + cost
+                if new < g.get(n, inf):
+                    g[n] = new
+                    parent[n] = idx
+                    ax, ay = abs(c + dc - gx), abs(r + dr - gy)
+                    push(heap, (new + k * (ax + ay + d2 * (ax if ax < ay else ay)), n))
     return None
 
 

@@ -13,7 +13,10 @@ computation on the transposed grid):
 3. Lanes: every cell takes the rows of one global lattice spaced by the swath width, so lanes
    of neighbouring cells line up and no cell adds a lane of its own (measured: 5-15% shorter
    than spreading each cell's lanes evenly); strips the lattice leaves (above or below an
-   obstacle, at the area's edge) are swept in step 5.
+   obstacle, at the area's edge) are swept in step 5, or by one more lane at the cell's edge.
+   The lattice's offset (up to 12 tried), the edge lanes and the per-cell spread layout are
+   compared before routing: lane length, one swath per lane change, and the out-and-back
+   strips the missed patches would need.
 4. Route: cells are ordered greedily (neighbouring cells first, one step of look-ahead), the
    order improved by or-opt moves and each cell's boustrophedon variant (bottom-up or
    top-down, first lane left or right) chosen by dynamic programming; consecutive lanes are
@@ -137,6 +140,7 @@ def swept_mask(shape, polylines, half_width_cells, upsample=1):
     return dist[centre::k, centre::k] <= half_width_cells * k + 1e-6
 
 
+PHASES = 12        # lane lattice offsets tried per sweep direction
 FINE_UPSAMPLE = 3   # the final footprint check: slanted legs measured to a sixth of a cell
 
 
@@ -149,7 +153,7 @@ class CoveragePlanner:
     everything yet); directions: sweep directions tried, degrees (0 = lanes along x, 90 =
     along y); the cheaper plan (length + turn_cost_m per turn) is kept; bypass_m: obstacles
     no taller (across the lanes) than this, surrounded by free space, are passed by the lanes
-    instead of splitting the area into cells (default two swaths).
+    instead of splitting the area into cells (default three swaths).
     """
 
     def __init__(self, swath_width, radius=0.0, side_overlap=0.0, unknown_is_free=True,
@@ -170,7 +174,7 @@ class CoveragePlanner:
         self.directions = tuple(float(d) % 180.0 for d in directions)
         self.turn_cost_m = swath_width if turn_cost_m is None else float(turn_cost_m)
         self.detour_rounds = int(detour_rounds)
-        self.bypass_m = 2.0 * swath_width if bypass_m is None else float(bypass_m)
+        self.bypass_m = 3.0 * swath_width if bypass_m is None else float(bypass_m)
         self.last_direction = None
 
     # -- public API ----------------------------------------------------------------------
@@ -373,15 +377,17 @@ class CoveragePlanner:
         # choose the lane layout before routing (routing is the expensive part): lane length
         # + one swath per lane change + the detours its missed strips would need
         options = []
-        for name, lanes in (('lattice', self._lattice_lanes(cells, filled, spacing)),
-                            ('spread', self._cell_lanes(cells, spacing, half))):
+        layouts = [(name, self._lattice_lanes(cells, filled, spacing, phase, edges))
+                   for phase in self._phases(spacing, half)
+                   for name, edges in (('lattice', None), ('lattice+edges', half))]
+        layouts.append(('spread', self._cell_lanes(cells, spacing, half)))
+        for name, lanes in layouts:
             lanes = [[lane for lane in (self._trim(free, *ln) for ln in per_cell) if lane]
                      for per_cell in lanes]
             flat = [(r, x0, x1) for per_cell in lanes for r, x0, x1 in per_cell]
             swept = swept_mask(todo.shape, self._lane_polylines(lanes), half)
-            missed = int((todo & ~swept).sum())
             estimate = (sum(x1 - x0 for _, x0, x1 in flat) + spacing * len(flat)
-                        + 2.0 * missed / max(1, spacing))
+                        + self._detour_estimate(todo & ~swept, spacing))
             options.append((estimate, name, lanes))
         _, name, lanes = min(options, key=lambda o: o[0])
         pts = self._route(free, cells, lanes, start, adjacency)
@@ -393,14 +399,36 @@ class CoveragePlanner:
                            'missed_cells': int((todo & ~covered).sum()), 'lanes': name}
 
     @staticmethod
-    def _lattice_lanes(cells, todo, spacing):
+    def _detour_estimate(missed, spacing):
+        """Length the detours for `missed` (bool mask) would add, cells: every patch is swept
+        by strips along the rows, `spacing` apart, each out and back, plus the way there."""
+        n, _, stats, _ = cv2.connectedComponentsWithStats(missed.astype(np.uint8),
+                                                          connectivity=8)
+        if n <= 1:
+            return 0.0
+        w, h = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
+        strips = np.ceil(h / max(1, spacing))
+        return float((2.0 * strips * w + 2.0 * spacing).sum())
+
+    @staticmethod
+    def _phases(spacing, half):
+        """Offsets of the lane lattice from the area's first row that are tried: every row
+        up to the half swath (at most 12 of them, spread evenly)."""
+        top = max(0, int(math.floor(half + 1e-9)))
+        n = min(top + 1, PHASES)
+        return sorted({int(round(k * top / max(1, n - 1))) for k in range(n)})
+
+    @staticmethod
+    def _lattice_lanes(cells, todo, spacing, phase=None, edge_half=None):
         """Lanes of each cell on one global lattice of rows: list per cell of (row, x0, x1).
 
         Lanes of neighbouring cells line up, so no cell adds a lane of its own; strips the
-        lattice leaves (above or below an obstacle) are swept by detours afterwards.
+        lattice leaves (above or below an obstacle) are swept by detours afterwards, or, with
+        `edge_half` (the half swath, cells), by one more lane at the cell's edge where the
+        strip is wider than that (a lane is flown once, a detour out and back).
         """
         rows = np.flatnonzero(todo.any(axis=1))
-        first = rows[0] + spacing // 2
+        first = rows[0] + (spacing // 2 if phase is None else int(phase))
         lanes = []
         for c in cells:
             r = c['rows']
@@ -409,6 +437,11 @@ class CoveragePlanner:
             lattice = [first + k * spacing for k in range(k0, k1 + 1)]
             if not lattice:   # thinner than the spacing: one lane through its middle
                 lattice = [int(r[len(r) // 2])]
+            elif edge_half is not None:
+                if lattice[0] - r[0] > edge_half:
+                    lattice.insert(0, max(int(r[0]), lattice[0] - spacing))
+                if r[-1] - lattice[-1] > edge_half:
+                    lattice.append(min(int(r[-1]), lattice[-1] + spacing))
             idx = np.asarray(lattice) - r[0]
             lanes.append([(int(r[i]), int(c['x0'][i]), int(c['x1'][i])) for i in idx])
         return lanes
@@ -512,14 +545,13 @@ class CoveragePlanner:
             order = _improve_order(order, d0, cross * penalty[:, None, :, None])
         pts = [start]
         cur = start
-        for j, v in order:
-            for a, b in variants[j][v]:
-                leg = gridpath.connect(free, cur, a)
-                if leg is None:       # cannot happen inside one free component
-                    raise PlanningError(f'no free connection from {cur} to {a}')
-                pts.extend(leg[1:])
-                pts.extend(self._lane_path(free, a, b)[1:])
-                cur = b
+        for a, b in (ab for j, v in order for ab in variants[j][v]):
+            leg = gridpath.connect(free, cur, a)
+            if leg is None:       # cannot happen inside one free component
+                raise PlanningError(f'no free connection from {cur} to {a}')
+            pts.extend(leg[1:])
+            pts.extend(self._lane_path(free, a, b)[1:])
+            cur = b
         return pts
 
     @staticmethod
