@@ -297,6 +297,10 @@ def summary(rows):
                 out[f'length_ratio_max_{kind}'] = max(s['length_ratio'] for s in ks)
                 out[f'length_ratio_mean_{kind}'] = float(np.mean([s['length_ratio']
                                                                   for s in ks]))
+                out[f'length_ratio_floor_max_{kind}'] = max(s['length_ratio_floor']
+                                                            for s in ks)
+                out[f'length_ratio_floor_mean_{kind}'] = float(np.mean(
+                    [s['length_ratio_floor'] for s in ks]))
         out['planning_time_s_max'] = max(s['planning_time_s'] for s in sky)
         out['turns_total'] = int(sum(s['turns'] for s in sky))
         out['total_rotation_deg_total'] = float(sum(s['total_rotation_deg'] for s in sky))

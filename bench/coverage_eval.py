@@ -15,7 +15,11 @@ Definitions:
 - coverage_percent = 100 |swept & reachable| / |reachable|;
 - collision_m: length of the polyline inside blocked cells or outside the map (running along
   the edge of a blocked cell, or through its corner, is touching, not entering it);
-- ideal_length_m = reachable area / swath width; length_ratio = path length / ideal;
+- ideal_length_m = reachable area / swath width; length_ratio = path length / ideal (the
+  goal's ratio);
+- floor_area_m2: the free cells (not occupied) within `radius` of a reachable cell, the floor
+  a vehicle there can stand over; length_ratio_floor = path length / (floor area / swath
+  width), the issue's "free area / swath width" read without the erosion (informational);
 - turns: vertices where the heading changes by more than 10 degrees (duplicate points merged;
   collinear vertices change nothing), total_rotation_deg: sum of the absolute heading changes.
 """
@@ -239,6 +243,8 @@ def evaluate(occupied, resolution, origin, radius, swath_width, start, path_xy,
     reach_area = n_reach * cell_area
     length = path_length(path)
     ideal = reach_area / swath_width
+    near = ndimage.distance_transform_edt(~reachable) <= radius / resolution + 1e-9
+    floor_area = float((near & ~occupied).sum()) * cell_area
     turns, rotation = turn_stats(path)
     collision = collision_length(blocked, resolution, origin,
                                  path if collision_path is None else collision_path)
@@ -252,6 +258,9 @@ def evaluate(occupied, resolution, origin, radius, swath_width, start, path_xy,
         'path_length_m': length,
         'ideal_length_m': ideal,
         'length_ratio': length / ideal if ideal > 0 else float('inf'),
+        'floor_area_m2': floor_area,
+        'length_ratio_floor': length * swath_width / floor_area if floor_area > 0
+        else float('inf'),
         'turns': turns,
         'total_rotation_deg': rotation,
         'points': int(len(path)),

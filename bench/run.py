@@ -544,6 +544,11 @@ def coverage_rows(cov):
                         f"{s[f'length_ratio_max_{kind}']:.3f} / "
                         f"{s[f'length_ratio_mean_{kind}']:.3f} | <= {goal:.2f} | "
                         f"{yes[s[f'length_ratio_max_{kind}'] <= goal]} |")
+        if f'length_ratio_floor_max_{kind}' in s:
+            rows.append(f"| coverage | path length / (free floor area / swath), {kind}s, max / "
+                        f"mean (informational: the floor is not eroded by the radius) | "
+                        f"{s[f'length_ratio_floor_max_{kind}']:.3f} / "
+                        f"{s[f'length_ratio_floor_mean_{kind}']:.3f} | - | - |")
     rows.append(f"| coverage | planning time (400 x 400 cells at most), max | "
                 f"{s['planning_time_s_max']:.2f} s | <= {g['planning_s']} s | "
                 f"{yes[ok['planning_time'] == n]} |")

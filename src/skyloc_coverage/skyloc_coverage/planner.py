@@ -245,8 +245,7 @@ class CoveragePlanner:
                 if transpose:
                     pts = [(y, x) for x, y in pts]
                     lanes = [(b, a, d, c) for a, b, c, d in lanes]
-                n_turns, _ = gridpath.turns(pts)
-                cost = gridpath.polyline_length(pts) * res + self.turn_cost_m * n_turns
+                cost = self._cost(pts, res)
                 if best is None or cost < best[0]:
                     best = (cost, direction, pts, lanes, info)
         elif best is None:
@@ -364,6 +363,10 @@ class CoveragePlanner:
         i = int(np.argmin(d2))
         return (int(cols[i]), int(rows[i])), float(math.sqrt(d2[i]))
 
+    def _cost(self, pts, res):
+        """What plans are compared on: length, m, + turn_cost_m per turn."""
+        return gridpath.polyline_length(pts) * res + self.turn_cost_m * gridpath.turns(pts)[0]
+
     def _lane_spacing(self, res):
         return max(1, int(math.floor(self.swath_width * (1.0 - self.side_overlap) / res
                                      + 1e-6)))
@@ -390,8 +393,13 @@ class CoveragePlanner:
                         + self._detour_estimate(todo & ~swept, spacing))
             options.append((estimate, name, lanes))
         _, name, lanes = min(options, key=lambda o: o[0])
-        pts = self._route(free, cells, lanes, start, adjacency)
-        pts, detours = self._detours(free, todo, pts, half, spacing)
+        best = None
+        for pts in self._route(free, cells, lanes, start, adjacency):
+            pts, detours = self._detours(free, todo, pts, half, spacing)
+            cost = self._cost(pts, res)
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, pts, detours)
+        _, pts, detours = best
         covered = swept_mask(todo.shape, [pts], half)
         flat = [(x0 + 0.5, r + 0.5, x1 + 0.5, r + 0.5)
                 for per_cell in lanes for r, x0, x1 in per_cell]
@@ -542,17 +550,34 @@ class CoveragePlanner:
             penalty = np.full((n, n), 1.3)
             for j, near in enumerate(neighbours):
                 penalty[j, list(near)] = 1.0
-            order = _improve_order(order, d0, cross * penalty[:, None, :, None])
-        pts = [start]
-        cur = start
-        for a, b in (ab for j, v in order for ab in variants[j][v]):
-            leg = gridpath.connect(free, cur, a)
-            if leg is None:       # cannot happen inside one free component
-                raise PlanningError(f'no free connection from {cur} to {a}')
-            pts.extend(leg[1:])
-            pts.extend(self._lane_path(free, a, b)[1:])
-            cur = b
-        return pts
+            cost = cross * penalty[:, None, :, None]
+            order = _improve_order(order, d0, cost)
+            orders = [order, _two_opt(order, d0, cost, _reversed_variants(variants))]
+        else:
+            orders = [order]
+        # the orders were compared on straight-line transits: both are routed on the grid
+        # (legs and lanes they share planned once), the caller keeps the shorter
+        legs, lanes_cache, out = {}, {}, []
+        for k, order in enumerate(orders):
+            if k and order == orders[0]:
+                continue
+            pts = [start]
+            cur = start
+            for a, b in (ab for j, v in order for ab in variants[j][v]):
+                if (cur, a) not in legs:
+                    legs[(cur, a)] = gridpath.connect(free, cur, a)
+                leg = legs[(cur, a)]
+                if leg is None:       # cannot happen inside one free component
+                    raise PlanningError(f'no free connection from {cur} to {a}')
+                pts.extend(leg[1:])
+                key = (a, b) if a <= b else (b, a)
+                if key not in lanes_cache:
+                    lanes_cache[key] = self._lane_path(free, *key)
+                lane = lanes_cache[key] if key == (a, b) else lanes_cache[key][::-1]
+                pts.extend(lane[1:])
+                cur = b
+            out.append(pts)
+        return out
 
     @staticmethod
     def _lane_path(free, a, b):
@@ -734,6 +759,47 @@ class CoveragePlanner:
             out.extend(leg[1:])
         out.pop()           # q itself follows in the path
         return out
+
+
+def _reversed_variants(variants):
+    """rev[j][v]: the variant of cell j that flies variant v backwards (-1 if none)."""
+    rev = []
+    for vs in variants:
+        keys = [(seq[0][0], seq[-1][1]) for seq in vs]
+        rev.append([keys.index((e, a)) if (e, a) in keys else -1 for a, e in keys])
+    return rev
+
+
+def _two_opt(order, d0, cost, rev, passes=20):
+    """2-opt over a (cell, variant) tour from the start: a run of cells flown backwards (each
+    cell's variant reversed) when that shortens the transits; the tour's end is free."""
+    order = list(order)
+    n = len(order)
+    for _ in range(passes):
+        improved = False
+        for i in range(n):
+            # links inside the run, forwards and backwards, as running sums over j
+            inner_old = inner_new = 0.0
+            for j in range(i, n):
+                c, v = order[j]
+                if rev[c][v] < 0:
+                    break
+                if j > i:
+                    inner_old += _link(cost, d0, order[j - 1], order[j])
+                    inner_new += _link(cost, d0, (c, rev[c][v]),
+                                       (order[j - 1][0], rev[order[j - 1][0]][order[j - 1][1]]))
+                    first = (order[i][0], rev[order[i][0]][order[i][1]])
+                    prev = order[i - 1] if i > 0 else None
+                    nxt = order[j + 1] if j + 1 < n else None
+                    old = _link(cost, d0, prev, order[i]) + _link(cost, d0, order[j], nxt)
+                    new = _link(cost, d0, prev, (c, rev[c][v])) + _link(cost, d0, first, nxt)
+                    if new + inner_new < old + inner_old - 1e-9:
+                        order[i:j + 1] = [(a, rev[a][b]) for a, b in order[i:j + 1][::-1]]
+                        improved = True
+                        break
+        if not improved:
+            break
+    return order
 
 
 def _link(cost, d0, a, b):
