@@ -168,6 +168,35 @@ def test_open_field_is_near_ideal_length():
     assert m['turns'] <= 2 * 19 + 1      # 20 lanes, and the turn onto the first one
 
 
+def test_a_strip_the_lattice_leaves_is_one_more_lane_not_an_out_and_back():
+    # 244 rows at a 15 m swath need 17 lanes (16 reach 240 rows): the 17th is flown once, as
+    # a lane of the boustrophedon, not out and back as a detour (about 2 x 200 m more)
+    occ = np.zeros((244, 200), bool)
+    grid = grid_of(occ, res=1.0, origin=(0.0, 0.0))
+    plan = CoveragePlanner(15.0, 0.0, directions=(0.0,)).plan(grid, (1.0, 1.0))
+    m = plan.metrics
+    assert m['coverage_percent'] == 100.0
+    assert m['detours'] == 0
+    lanes = 17
+    assert m['path_length_m'] <= lanes * 199 + (lanes - 1) * 15 + 20
+
+
+def test_two_opt_flies_a_run_of_cells_backwards_when_that_is_shorter():
+    from skyloc_coverage.planner import _reversed_variants, _two_opt
+    # three one-lane cells on row 5 at x 10-20, 30-40, 50-60; the start at x 0
+    cells = [[(5, 10, 20)], [(5, 30, 40)], [(5, 50, 60)]]
+    variants = [CoveragePlanner._variants(c) for c in cells]
+    entry = np.array([[seq[0][0] for seq in vs] for vs in variants])
+    exit_ = np.array([[seq[-1][1] for seq in vs] for vs in variants])
+    d0 = np.hypot(entry[..., 0] - 0.5, entry[..., 1] - 5.5)
+    cost = np.hypot(*(exit_[:, :, None, None, :] - entry[None, None]).transpose(4, 0, 1, 2, 3))
+    rev = _reversed_variants(variants)
+    far_first = [(2, 1), (1, 1), (0, 1)]          # right to left, starting at the far end
+    tour = _two_opt(far_first, d0, cost, rev)
+    assert [c for c, _ in tour] == [0, 1, 2]
+    assert [variants[c][v][0][0][0] for c, v in tour] == [10.5, 30.5, 50.5]   # left to right
+
+
 def test_replan_leaves_covered_cells_alone():
     occ = random_map(3)
     grid = grid_of(occ)
