@@ -30,7 +30,9 @@ def segment_cells(p0, p1):
     if abs(dy) > 1e-12:
         ys = np.arange(math.floor(min(y0, y1)) + 1, math.ceil(max(y0, y1)))
         ts.append((ys - y0) / dy)
-    t = np.unique(np.clip(np.concatenate(ts), 0.0, 1.0))
+    # sorted (repeats only add zero-length pieces whose midpoint is a crossing point, which
+    # is checked anyway)
+    t = np.sort(np.clip(np.concatenate(ts), 0.0, 1.0))
     mid = (t[:-1] + t[1:]) * 0.5 if len(t) > 1 else t
     # the crossing points too: a segment through a grid corner touches the cell that a
     # sample exactly on that corner falls in (conservative, and what floor() reports)
@@ -79,11 +81,17 @@ def _flat(free):
     return hit[1]
 
 
-def astar(free, start, goal, weight=2.0):
+class SearchLimit(Exception):
+    """A* expanded more cells than it was allowed to."""
+
+
+def astar(free, start, goal, weight=2.0, max_expand=None):
     """8-connected A* between cells (col, row), no corner cutting; list of cells or None.
 
     `weight` > 1 inflates the heuristic (weighted A*: at most that factor longer than the
     shortest path, far fewer expansions); callers shorten the result by line of sight.
+    `max_expand`: raise SearchLimit after expanding that many cells (a goal close by but
+    behind a wall floods the region first; the caller then tries a coarser search).
     """
     h, w = free.shape
     start, goal = (int(start[0]), int(start[1])), (int(goal[0]), int(goal[1]))
@@ -116,6 +124,8 @@ def astar(free, start, goal, weight=2.0):
                 idx = parent[idx]
             return path[::-1]
         closed.add(idx)
+        if max_expand is not None and len(closed) > max_expand:
+            raise SearchLimit(f'A* expanded more than {max_expand} cells')
         r, c = divmod(idx, w)
         base = g[idx]
         inner = 0 < c < w - 1 and 0 < r < h - 1     # no bounds checks needed
@@ -139,8 +149,25 @@ def astar(free, start, goal, weight=2.0):
     return None
 
 
+def _corners(points):
+    """The points where a polyline changes direction (and its ends)."""
+    if len(points) <= 2:
+        return list(points)
+    out = [points[0]]
+    for i in range(1, len(points) - 1):
+        (ax, ay), (bx, by), (cx, cy) = points[i - 1], points[i], points[i + 1]
+        if (bx - ax) * (cy - by) - (by - ay) * (cx - bx) != 0 or \
+                (bx - ax) * (cx - bx) + (by - ay) * (cy - by) <= 0:
+            out.append(points[i])
+    out.append(points[-1])
+    return out
+
+
 def shortcut(free, points):
-    """Drop vertices while the straight segment that replaces them stays free."""
+    """Drop vertices while the straight segment that replaces them stays free (the
+    corners of the polyline are the candidates: a straight run is free when its ends' run
+    is)."""
+    points = _corners(list(points))
     if len(points) <= 2:
         return list(points)
     out = [points[0]]
@@ -219,19 +246,31 @@ def _coarse_route(free, p0, p1, k=4):
     return shortcut(free, out)
 
 
+NEAR_EXPAND = 3000   # cells a near connection's fine A* may expand before going coarse
+
+
 def connect(free, p0, p1):
     """A free polyline from p0 to p1 (cell-coordinate points at cell centres), or None.
 
     A straight segment when it is free, otherwise A* shortened by line of sight (on a 4x
-    coarser grid first for long transits, which is an order of magnitude faster).
+    coarser grid first for long transits, which is an order of magnitude faster, and for near
+    ones whose fine search floods: a goal just behind a wall).
     """
     if segment_free(free, p0, p1):
         return [p0, p1]
-    if abs(p0[0] - p1[0]) + abs(p0[1] - p1[1]) > 48:
+    a, b = (int(p0[0]), int(p0[1])), (int(p1[0]), int(p1[1]))
+    far = abs(p0[0] - p1[0]) + abs(p0[1] - p1[1]) > 48
+    cells = None
+    if not far:
+        try:   # near: the fine search, unless it floods (the way round is long)
+            cells = astar(free, a, b, max_expand=NEAR_EXPAND)
+        except SearchLimit:
+            far = True
+    if far:
         pts = _coarse_route(free, p0, p1)
         if pts is not None:
             return pts
-    cells = astar(free, (int(p0[0]), int(p0[1])), (int(p1[0]), int(p1[1])))
+        cells = astar(free, a, b)
     if cells is None:
         return None
     pts = [centre(c) for c in cells]

@@ -19,13 +19,17 @@ computation on the transposed grid):
    strips the missed patches would need.
 4. Route: cells are ordered greedily (neighbouring cells first, one step of look-ahead), the
    order improved by or-opt moves and each cell's boustrophedon variant (bottom-up or
-   top-down, first lane left or right) chosen by dynamic programming; consecutive lanes are
+   top-down, first lane left or right) chosen by dynamic programming, then runs of cells
+   flown backwards where that is shorter (2-opt; both tours are routed, the cheaper kept,
+   as every choice below is compared after routing); consecutive lanes are
    joined straight when that is free, lanes bypass small obstacles on their row, transits
    between cells are A* legs (on a 4x coarser grid first when long) shortened by line of
    sight.
-5. What the footprint of the route still misses (dents in a cell's boundary) is swept by short
-   detours off the nearest leg. Every segment of
-   the result is checked exactly against the inflated grid: no part of the path enters it.
+5. What the footprint of the route still misses (dents in a cell's boundary, slanted edges)
+   is swept by strips along the rows: once as lanes of their own, each inserted into the
+   tour where it adds the least, and once as short out-and-back detours off the nearest leg;
+   the cheaper tour is kept (length + a turn cost). Every segment of the result is checked
+   exactly against the inflated grid: no part of the path enters it.
 
 Footprint: a disc of diameter ``swath_width`` around the path (the swept width of a camera
 footprint with side overlap, or of a ground robot's tool).
@@ -393,8 +397,18 @@ class CoveragePlanner:
                         + self._detour_estimate(todo & ~swept, spacing))
             options.append((estimate, name, lanes))
         _, name, lanes = min(options, key=lambda o: o[0])
+        stitch = _Stitcher(free, start, self._lane_path)
+        seqs = self._route(free, cells, lanes, start, adjacency)
+        routes = [stitch(q) for q in seqs]
+        # what the lanes miss (dents, slanted edges) flown one way, each strip put where it
+        # adds the least to the tour, instead of out and back from the nearest leg
+        k = min(range(len(routes)), key=lambda i: gridpath.polyline_length(routes[i]))
+        unswept = todo & ~swept_mask(todo.shape, [routes[k]], half)
+        strips = self._missed_strips(free, unswept, spacing) if unswept.any() else []
+        if strips:
+            routes.append(stitch(_insert_strips(seqs[k], strips, start)))
         best = None
-        for pts in self._route(free, cells, lanes, start, adjacency):
+        for pts in routes:
             pts, detours = self._detours(free, todo, pts, half, spacing)
             cost = self._cost(pts, res)
             if best is None or cost < best[0] - 1e-9:
@@ -555,28 +569,13 @@ class CoveragePlanner:
             orders = [order, _two_opt(order, d0, cost, _reversed_variants(variants))]
         else:
             orders = [order]
-        # the orders were compared on straight-line transits: both are routed on the grid
-        # (legs and lanes they share planned once), the caller keeps the shorter
-        legs, lanes_cache, out = {}, {}, []
-        for k, order in enumerate(orders):
-            if k and order == orders[0]:
-                continue
-            pts = [start]
-            cur = start
-            for a, b in (ab for j, v in order for ab in variants[j][v]):
-                if (cur, a) not in legs:
-                    legs[(cur, a)] = gridpath.connect(free, cur, a)
-                leg = legs[(cur, a)]
-                if leg is None:       # cannot happen inside one free component
-                    raise PlanningError(f'no free connection from {cur} to {a}')
-                pts.extend(leg[1:])
-                key = (a, b) if a <= b else (b, a)
-                if key not in lanes_cache:
-                    lanes_cache[key] = self._lane_path(free, *key)
-                lane = lanes_cache[key] if key == (a, b) else lanes_cache[key][::-1]
-                pts.extend(lane[1:])
-                cur = b
-            out.append(pts)
+        # the orders were compared on straight-line transits: the caller routes each on the
+        # grid and keeps the cheapest
+        out = []
+        for order in orders:
+            seq = [ab for j, v in order for ab in variants[j][v]]
+            if seq not in out:
+                out.append(seq)
         return out
 
     @staticmethod
@@ -695,18 +694,7 @@ class CoveragePlanner:
             if not n_unswept or (left is not None and n_unswept >= left):
                 break       # all swept, or the last round swept nothing more
             left = n_unswept
-            missed = self._onto_free(free, unswept.astype(np.uint8))
-            n, comp, stats, _ = cv2.connectedComponentsWithStats(missed, connectivity=8)
-            strips = []
-            for k in range(1, n):
-                rr, cc = self._component(comp, stats, k)
-                ya, yb = int(rr.min()), int(rr.max())
-                count = max(1, math.ceil((yb - ya + 1) / spacing))
-                for j in range(count):
-                    row = ya + int((j + 0.5) * (yb - ya + 1) / count)
-                    strip = self._strip(free, row, int(cc.min()), int(cc.max()), rr, cc)
-                    if strip is not None:
-                        strips.append(strip)
+            strips = self._missed_strips(free, unswept, spacing)
             if not strips:
                 break
             arr = np.asarray(pts, float)
@@ -723,6 +711,23 @@ class CoveragePlanner:
                 pts[i + 1:i + 1] = piece
                 detours += 1
         return pts, detours
+
+    def _missed_strips(self, free, unswept, spacing):
+        """Strips (pairs of cell-centre points along a row) that sweep the unswept cells:
+        each patch gets ceil(height / spacing) of them, evenly spread."""
+        missed = self._onto_free(free, unswept.astype(np.uint8))
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(missed, connectivity=8)
+        strips = []
+        for k in range(1, n):
+            rr, cc = self._component(comp, stats, k)
+            ya, yb = int(rr.min()), int(rr.max())
+            count = max(1, math.ceil((yb - ya + 1) / spacing))
+            for j in range(count):
+                row = ya + int((j + 0.5) * (yb - ya + 1) / count)
+                strip = self._strip(free, row, int(cc.min()), int(cc.max()), rr, cc)
+                if strip is not None:
+                    strips.append(strip)
+        return strips
 
     @staticmethod
     def _strip(free, row, c0, c1, rr, cc):
@@ -759,6 +764,54 @@ class CoveragePlanner:
             out.extend(leg[1:])
         out.pop()           # q itself follows in the path
         return out
+
+
+class _Stitcher:
+    """A lane sequence [(entry, exit)] from the start as a path: A* transits between lanes,
+    lanes along their rows; legs and lanes that several sequences share are planned once."""
+
+    def __init__(self, free, start, lane_path):
+        self.free, self.start, self.lane_path = free, start, lane_path
+        self.legs, self.lanes = {}, {}
+
+    def __call__(self, seq):
+        pts = [self.start]
+        cur = self.start
+        for a, b in seq:
+            if (cur, a) not in self.legs:
+                self.legs[(cur, a)] = gridpath.connect(self.free, cur, a)
+            leg = self.legs[(cur, a)]
+            if leg is None:       # cannot happen inside one free component
+                raise PlanningError(f'no free connection from {cur} to {a}')
+            pts.extend(leg[1:])
+            key = (a, b) if a <= b else (b, a)
+            if key not in self.lanes:
+                self.lanes[key] = self.lane_path(self.free, *key)
+            lane = self.lanes[key] if key == (a, b) else self.lanes[key][::-1]
+            pts.extend(lane[1:])
+            cur = b
+        return pts
+
+
+def _insert_strips(seq, strips, start):
+    """Each strip [(a, b)] inserted into the lane sequence where it adds the least
+    straight-line transit, flown a -> b or b -> a (cheapest insertion, one strip at a time)."""
+    seq = list(seq)
+    s0 = np.asarray(start, float)
+    for a, b in strips:
+        ent = np.asarray([e for e, _ in seq], float).reshape(-1, 2)
+        ext = np.vstack([s0[None], np.asarray([x for _, x in seq], float).reshape(-1, 2)])
+        old = np.append(np.hypot(*(ent - ext[:-1]).T), 0.0)       # gap g: ext[g] -> ent[g]
+        best = None
+        for first, last in ((a, b), (b, a)):
+            add = np.hypot(*(ext - np.asarray(first, float)).T)
+            add[:-1] += np.hypot(*(ent - np.asarray(last, float)).T)
+            d = add - old
+            g = int(np.argmin(d))
+            if best is None or d[g] < best[0]:
+                best = (float(d[g]), g, (first, last))
+        seq.insert(best[1], best[2])
+    return seq
 
 
 def _reversed_variants(variants):

@@ -197,6 +197,19 @@ def test_two_opt_flies_a_run_of_cells_backwards_when_that_is_shorter():
     assert [variants[c][v][0][0][0] for c, v in tour] == [10.5, 30.5, 50.5]   # left to right
 
 
+def test_a_missed_strip_is_flown_where_it_adds_least():
+    from skyloc_coverage.planner import _insert_strips
+    # lanes on rows 5 (left to right) and 15 (right to left); the start at the left end
+    seq = [((0.5, 5.5), (50.5, 5.5)), ((50.5, 15.5), (0.5, 15.5))]
+    # a strip at the right edge between the two lanes: flown on the turn, upwards
+    out = _insert_strips(seq, [((52.5, 13.5), (52.5, 7.5))], (0.5, 5.5))
+    assert out == [seq[0], ((52.5, 7.5), (52.5, 13.5)), seq[1]]
+    # a strip left of the start: flown first
+    out = _insert_strips(seq, [((-5.5, 3.5), (-1.5, 3.5))], (0.5, 5.5))
+    assert out[0] == ((-1.5, 3.5), (-5.5, 3.5)) or out[0] == ((-5.5, 3.5), (-1.5, 3.5))
+    assert out[1:] == seq
+
+
 def test_replan_leaves_covered_cells_alone():
     occ = random_map(3)
     grid = grid_of(occ)
