@@ -155,7 +155,8 @@ class CoveragePlanner:
     inflation), m; side_overlap: fraction of the swath shared by neighbouring lanes;
     unknown_is_free: plan through unknown cells (a survey over a LIDAR map that has not seen
     everything yet); directions: sweep directions tried, degrees (0 = lanes along x, 90 =
-    along y); the cheaper plan (length + turn_cost_m per turn) is kept; bypass_m: obstacles
+    along y); the cheaper plan (length + turn_cost_m per turn, default half a swath: a turn
+    costs about the time of flying that far) is kept; bypass_m: obstacles
     no taller (across the lanes) than this, surrounded by free space, are passed by the lanes
     instead of splitting the area into cells (default three swaths).
     """
@@ -176,7 +177,7 @@ class CoveragePlanner:
         self.side_overlap = float(side_overlap)
         self.unknown_is_free = bool(unknown_is_free)
         self.directions = tuple(float(d) % 180.0 for d in directions)
-        self.turn_cost_m = swath_width if turn_cost_m is None else float(turn_cost_m)
+        self.turn_cost_m = 0.5 * swath_width if turn_cost_m is None else float(turn_cost_m)
         self.detour_rounds = int(detour_rounds)
         self.bypass_m = 3.0 * swath_width if bypass_m is None else float(bypass_m)
         self.last_direction = None
