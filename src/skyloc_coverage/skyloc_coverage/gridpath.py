@@ -253,24 +253,27 @@ def connect(free, p0, p1):
     """A free polyline from p0 to p1 (cell-coordinate points at cell centres), or None.
 
     A straight segment when it is free, otherwise A* shortened by line of sight (on a 4x
-    coarser grid first for long transits, which is an order of magnitude faster, and for near
-    ones whose fine search floods: a goal just behind a wall).
+    coarser grid first for long transits, which is an order of magnitude faster; on a 2x
+    coarser one for near ones whose fine search floods: a goal just behind a wall).
     """
     if segment_free(free, p0, p1):
         return [p0, p1]
     a, b = (int(p0[0]), int(p0[1])), (int(p1[0]), int(p1[1]))
-    far = abs(p0[0] - p1[0]) + abs(p0[1] - p1[1]) > 48
-    cells = None
-    if not far:
-        try:   # near: the fine search, unless it floods (the way round is long)
-            cells = astar(free, a, b, max_expand=NEAR_EXPAND)
-        except SearchLimit:
-            far = True
-    if far:
+    if abs(p0[0] - p1[0]) + abs(p0[1] - p1[1]) > 48:
         pts = _coarse_route(free, p0, p1)
         if pts is not None:
             return pts
         cells = astar(free, a, b)
+    else:
+        try:
+            cells = astar(free, a, b, max_expand=NEAR_EXPAND)
+        except SearchLimit:
+            # a near goal behind a wall: the way round on a 2x coarser grid (a door three
+            # cells wide still passes there), else the full fine search
+            pts = _coarse_route(free, p0, p1, k=2)
+            if pts is not None:
+                return pts
+            cells = astar(free, a, b)
     if cells is None:
         return None
     pts = [centre(c) for c in cells]

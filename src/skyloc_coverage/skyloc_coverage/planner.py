@@ -437,7 +437,7 @@ class CoveragePlanner:
     def _phases(spacing, half):
         """Offsets of the lane lattice from the area's first row that are tried: every row
         up to the half swath (at most 12 of them, spread evenly)."""
-        top = max(0, int(math.floor(half + 1e-9)))
+        top = max(0, min(int(math.floor(half + 1e-9)), spacing - 1))
         n = min(top + 1, PHASES)
         return sorted({int(round(k * top / max(1, n - 1))) for k in range(n)})
 
@@ -461,10 +461,13 @@ class CoveragePlanner:
             if not lattice:   # thinner than the spacing: one lane through its middle
                 lattice = [int(r[len(r) // 2])]
             elif edge_half is not None:
+                # the edge lane as far in as still sweeps the edge row (a slanted cell is
+                # widest there), never on a lattice row
+                edge = int(math.floor(edge_half + 1e-9))
                 if lattice[0] - r[0] > edge_half:
-                    lattice.insert(0, max(int(r[0]), lattice[0] - spacing))
+                    lattice.insert(0, min(int(r[0]) + edge, lattice[0] - 1))
                 if r[-1] - lattice[-1] > edge_half:
-                    lattice.append(min(int(r[-1]), lattice[-1] + spacing))
+                    lattice.append(max(int(r[-1]) - edge, lattice[-1] + 1))
             idx = np.asarray(lattice) - r[0]
             lanes.append([(int(r[i]), int(c['x0'][i]), int(c['x1'][i])) for i in idx])
         return lanes
@@ -819,8 +822,9 @@ def _reversed_variants(variants):
     """rev[j][v]: the variant of cell j that flies variant v backwards (-1 if none)."""
     rev = []
     for vs in variants:
-        keys = [(seq[0][0], seq[-1][1]) for seq in vs]
-        rev.append([keys.index((e, a)) if (e, a) in keys else -1 for a, e in keys])
+        keys = [tuple(seq) for seq in vs]
+        back = [tuple((b, a) for a, b in seq[::-1]) for seq in vs]
+        rev.append([keys.index(k) if k in keys else -1 for k in back])
     return rev
 
 
