@@ -210,6 +210,21 @@ def test_a_missed_strip_is_flown_where_it_adds_least():
     assert out[1:] == seq
 
 
+def test_a_near_goal_behind_a_wall_goes_through_the_narrow_door():
+    from skyloc_coverage import gridpath
+    # a wall with a 3-cell door near the two points and a wide opening far away: the fine
+    # search floods the near side first; the way round must still take the door (~116
+    # cells), not the opening (~212), which a 4x coarser grid cannot see past
+    free = np.ones((200, 200), bool)
+    free[:, 100] = False
+    free[60:63, 100] = True
+    free[0:20, 100] = True
+    leg = gridpath.connect(free, (97.5, 120.5), (104.5, 120.5))
+    assert gridpath.path_free(free, leg)
+    assert leg[0] == (97.5, 120.5) and leg[-1] == (104.5, 120.5)
+    assert gridpath.polyline_length(leg) < 130
+
+
 def test_replan_leaves_covered_cells_alone():
     occ = random_map(3)
     grid = grid_of(occ)
