@@ -103,8 +103,7 @@ def astar(free, start, goal, weight=2.0, max_expand=None):
     cells = _flat(free)
     gx, gy = goal
     s_idx, g_idx = start[1] * w + start[0], gy * w + gx
-    straight = [(dc, dr, dr * w + dc, cost) for dc, dr, cost in _STEPS[:4]]
-    diagonal = [(dc, dr, dr * w + dc, cost) for dc, dr, cost in _STEPS[4:]]
+    steps = [(dc, dr, dr * w + dc, cost) for dc, dr, cost in _STEPS]
     g = {s_idx: 0.0}
     parent = {s_idx: -1}
     k = weight
@@ -129,23 +128,22 @@ def astar(free, start, goal, weight=2.0, max_expand=None):
         r, c = divmod(idx, w)
         base = g[idx]
         inner = 0 < c < w - 1 and 0 < r < h - 1     # no bounds checks needed
-        for group in (straight, diagonal):
-            for dc, dr, off, cost in group:
-                if not inner:
-                    nc, nr = c + dc, r + dr
-                    if nc < 0 or nc >= w or nr < 0 or nr >= h:
-                        continue
-                n = idx + off
-                if not cells[n] or n in closed:
+        for dc, dr, off, cost in steps:
+            if not inner:
+                nc, nr = c + dc, r + dr
+                if nc < 0 or nc >= w or nr < 0 or nr >= h:
                     continue
-                if dr and dc and not (cells[idx + dc] and cells[idx + dr * w]):
-                    continue
-                new = base + cost
-                if new < g.get(n, inf):
-                    g[n] = new
-                    parent[n] = idx
-                    ax, ay = abs(c + dc - gx), abs(r + dr - gy)
-                    push(heap, (new + k * (ax + ay + d2 * (ax if ax < ay else ay)), n))
+            n = idx + off
+            if not cells[n] or n in closed:
+                continue
+            if dr and dc and not (cells[idx + dc] and cells[idx + dr * w]):
+                continue
+            new = base + cost
+            if new < g.get(n, inf):
+                g[n] = new
+                parent[n] = idx
+                ax, ay = abs(c + dc - gx), abs(r + dr - gy)
+                push(heap, (new + k * (ax + ay + d2 * (ax if ax < ay else ay)), n))
     return None
 
 

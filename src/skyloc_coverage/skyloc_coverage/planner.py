@@ -831,30 +831,31 @@ def _reversed_variants(variants):
 def _two_opt(order, d0, cost, rev, passes=20):
     """2-opt over a (cell, variant) tour from the start: a run of cells flown backwards (each
     cell's variant reversed) when that shortens the transits; the tour's end is free."""
+    def back(cv):
+        return cv[0], rev[cv[0]][cv[1]]
+
     order = list(order)
     n = len(order)
     for _ in range(passes):
         improved = False
         for i in range(n):
+            prev = order[i - 1] if i > 0 else None
             # links inside the run, forwards and backwards, as running sums over j
             inner_old = inner_new = 0.0
             for j in range(i, n):
-                c, v = order[j]
-                if rev[c][v] < 0:
+                if back(order[j])[1] < 0:
                     break
-                if j > i:
-                    inner_old += _link(cost, d0, order[j - 1], order[j])
-                    inner_new += _link(cost, d0, (c, rev[c][v]),
-                                       (order[j - 1][0], rev[order[j - 1][0]][order[j - 1][1]]))
-                    first = (order[i][0], rev[order[i][0]][order[i][1]])
-                    prev = order[i - 1] if i > 0 else None
-                    nxt = order[j + 1] if j + 1 < n else None
-                    old = _link(cost, d0, prev, order[i]) + _link(cost, d0, order[j], nxt)
-                    new = _link(cost, d0, prev, (c, rev[c][v])) + _link(cost, d0, first, nxt)
-                    if new + inner_new < old + inner_old - 1e-9:
-                        order[i:j + 1] = [(a, rev[a][b]) for a, b in order[i:j + 1][::-1]]
-                        improved = True
-                        break
+                if j == i:
+                    continue
+                inner_old += _link(cost, d0, order[j - 1], order[j])
+                inner_new += _link(cost, d0, back(order[j]), back(order[j - 1]))
+                nxt = order[j + 1] if j + 1 < n else None
+                old = _link(cost, d0, prev, order[i]) + _link(cost, d0, order[j], nxt)
+                new = _link(cost, d0, prev, back(order[j])) + _link(cost, d0, back(order[i]), nxt)
+                if new + inner_new < old + inner_old - 1e-9:
+                    order[i:j + 1] = [back(cv) for cv in order[i:j + 1][::-1]]
+                    improved = True
+                    break
         if not improved:
             break
     return order
