@@ -353,10 +353,20 @@ def profile_int8(path=None, runs=20, vitb_ms=None):
             'gemm_gmac_per_s_one_thread': rates,
             'int8_gemm_only_ms': round(ideal_s, 1), 'int8_other_ops_ms': round(other, 1),
             **bound,
-            'note': ('AVX2 without VNNI: INT8 GEMM (vpmaddubsw + vpmaddwd) runs at ~2x FP32, '
-                     'and ViT-B/14 does ~5x the work of ViT-S/14 truncated at L9; '
-                     'speedup_bound = ViT-B time / (INT8 matrix products at the measured '
-                     'rates + the other operators as profiled)')}
+            'note': _int8_note(rates)}
+
+
+def _int8_note(rates):
+    """What the measured GEMM rates say about this CPU's INT8 path (VNNI or not)."""
+    from run import cpu_info
+    simd = cpu_info()['simd']
+    vnni = [f for f in simd if 'vnni' in f or f == 'asimddp']
+    ratio = rates['int8_dynamic_quantize_matmul'] / rates['fp32_ort_matmul']
+    kind = (f"{'/'.join(vnni)}: INT8 dot products in one instruction" if vnni else
+            'no VNNI: INT8 GEMM as vpmaddubsw + vpmaddwd')
+    return (f'{kind}; INT8 GEMM runs at {ratio:.1f}x FP32 (ORT, one thread), and ViT-B/14 does '
+            '~5x the work of ViT-S/14 truncated at L9; speedup_bound = ViT-B time / (INT8 matrix '
+            'products at the measured rates + the other operators as profiled)')
 
 
 def _cosines(a, b):

@@ -17,9 +17,37 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 
+SIMD_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_int8',
+              'asimddp', 'i8mm')  # x86 and Arm (asimddp: SDOT, the Pi 5's INT8 dot product)
+
+
+def cpu_info(cpuinfo='/proc/cpuinfo'):
+    """The CPU model and the SIMD extensions that decide INT8 vs FP32 speed (VNNI/SDOT: one
+    instruction per 4 INT8 multiply-adds; without them INT8 GEMM is ~2x FP32, with them ~4x+)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open(cpuinfo) as stream:
+            for line in stream:
+                key, _, value = line.partition(':')
+                key = key.strip()
+                if key in ('model name', 'Model') and model in ('', platform.machine()):
+                    model = value.strip()
+                elif key in ('flags', 'Features'):
+                    flags.update(value.split())
+    except OSError:
+        pass
+    return {'cpu': model, 'simd': [f for f in SIMD_FLAGS if f in flags]}
+
+
 def machine():
     return {'python': platform.python_version(), 'machine': platform.machine(),
-            'cpus': os.cpu_count(), 'date': time.strftime('%Y-%m-%d %H:%M:%S')}
+            'cpus': os.cpu_count(), **cpu_info(), 'date': time.strftime('%Y-%m-%d %H:%M:%S')}
+
+
+def machine_line(m):
+    """'2026-12-07 17:59, AMD EPYC (avx2 avx512f avx512_vnni), 2 CPUs' (older results: no CPU)."""
+    cpu = f"{m['cpu']} ({' '.join(m['simd']) or 'no AVX2/VNNI'}), " if 'cpu' in m else ''
+    return f"{m['date'][:16]}, {cpu}{m['cpus']} CPUs"
 
 
 def run_sim(args):
@@ -69,7 +97,9 @@ def run_perception(args):
     out['core_rss_vit_int8'] = bench_embedder.core_rss(bundle.path, tiles=10000)
     out['core_rss_vit_int8_float32_db'] = bench_embedder.core_rss(bundle.path, tiles=10000,
                                                                   dtype='float32')
-    default_bundle = os.path.join(ROOT, '.cache', 'bundles', 'default')
+    # the default bundle `make demo` uses (fitted once on its world, cached)
+    from skyloc_sim.demo import _sim_params, prepare_bundle, prepare_world
+    default_bundle = prepare_bundle(ROOT, prepare_world(ROOT, 'procedural', _sim_params(ROOT)))
     if os.path.isfile(os.path.join(default_bundle, 'bundle.json')):
         out['core_rss_rootsift'] = bench_embedder.core_rss(default_bundle, tiles=10000)
         out['embedder_node_rss_rootsift'] = bench_embedder.embedder_node_rss(default_bundle)
@@ -233,9 +263,11 @@ SUITES = {'sim': run_sim, 'perception': run_perception, 'coverage': run_coverage
 
 def table(results):
     lines = ['# Benchmarks', '',
-             f"Measured by `make bench` (`python bench/run.py`) on {results['machine']['date']},"
+             f"Written by `make bench` (`python bench/run.py`) on {results['machine']['date']},"
              f" {results['machine']['cpus']} CPUs, Python {results['machine']['python']}.",
-             'Results in bench/results/*.json.', '',
+             'Results in bench/results/*.json. Each suite ran on '
+             + '; '.join(f'{name}: {machine_line(m)}' for name, m in
+                         results.get('machines', {}).items()) + '.', '',
              '| suite | figure | measured | goal | pass |', '|---|---|---|---|---|']
     sim = results.get('sim')
     if sim:
@@ -711,10 +743,13 @@ def main(argv=None):
         path = os.path.join(HERE, 'results', f'{name}.json')
         if os.path.isfile(path):
             with open(path) as stream:
-                results[name] = json.load(stream)[name]
+                saved = json.load(stream)
+            results[name] = saved[name]
+            results.setdefault('machines', {})[name] = saved.get('machine', {})
     for name in [] if args.table_only else (args.suite or sorted(SUITES)):
         print(f'[bench] {name} ...', flush=True)
         results[name] = SUITES[name](args)
+        results.setdefault('machines', {})[name] = results['machine']
         with open(os.path.join(HERE, 'results', f'{name}.json'), 'w') as stream:
             json.dump({'machine': results['machine'], name: results[name]}, stream, indent=2)
     text = table(results)

@@ -46,6 +46,15 @@ if [ "$colcon_rc" != 0 ]; then
   colcon test-result --test-result-base build --verbose 2>/dev/null | head -n 80
 fi
 
+stage "bench/ tests (the coverage evaluator, the machine record)"
+out=$(python -m pytest bench -q -p no:cacheprovider 2>&1); rc=$?
+echo "$out" | tail -n 15
+line=$(echo "$out" | grep -E '[0-9]+ (passed|failed)' | tail -n 1)
+p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+'); f=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
+e=$(echo "$line" | grep -oE '[0-9]+ errors?' | grep -oE '[0-9]+')
+passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${e:-0}))
+if [ $rc != 0 ]; then failures+=("bench tests"); [ $(( ${f:-0} + ${e:-0} )) -gt 0 ] || failed=$((failed + 1)); fi
+
 if compgen -G "training/tests/test_*.py" > /dev/null; then
   stage "training/ tests"
   out=$(python -m pytest training/tests -q -p no:cacheprovider 2>&1); rc=$?

@@ -485,7 +485,7 @@ def quantize_int8_cpu(fp32_path, int8_path, per_channel=True, fuse=True, exclude
     (-> ``QAttention``: INT8 qkv projection, FP32 softmax(Q.K^T) V), weights signed int8 per
     output channel, activations uint8 per tensor quantized at run time.
 
-    On the bench CPU (AVX2, no VNNI) this is what makes INT8 worth it: ``vit_torch.
+    On a CPU without VNNI (AVX2 only) this is what makes INT8 worth it: ``vit_torch.
     quantize_int8`` of the unfused graph spends a third of its time in transposes, splits and
     the attention MatMuls between the INT8 kernels (bench/results/perception.json, profile).
     ``fuse=False``: quantize the graph as exported (``vit_torch.quantize_int8`` equivalent).
