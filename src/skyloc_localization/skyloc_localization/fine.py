@@ -197,18 +197,31 @@ def solve(matcher, match, query_centre_px, window_to_map, map_px_m):
     return FineResult(True, float(x), float(y), cov, rms_px=rms, **common)
 
 
-def orientation_field(rgb, blur_px=1.0):
-    """[H, W, 2] float32 orientation field of an RGB/grey uint8 image (zero where black)."""
+def orientation_field(rgb, blur_px=1.0, chroma=0.0):
+    """[H, W, 2] float32 orientation field of an RGB/grey uint8 image (zero where black).
+
+    ``chroma`` > 0 (RGB input): the gradients of the CIE Lab a and b channels, times
+    ``chroma``, join the grey one in one structure tensor (Di Zenzo): a boundary between two
+    fields of the same brightness but another colour is an edge too.  ``chroma`` 0 is the grey
+    field alone.
+    """
     grey = rgb if rgb.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     valid = cv2.erode((grey > 0).astype(np.uint8), np.ones((5, 5), np.uint8))
-    g = grey.astype(np.float32)
-    if blur_px > 0:
-        g = cv2.GaussianBlur(g, (0, 0), blur_px)
-    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0)
-    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1)
-    mag = np.sqrt(gx * gx + gy * gy) + 1e-3
+    channels = [grey.astype(np.float32)]
+    if chroma > 0 and rgb.ndim == 3:
+        lab = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB)
+        channels += [lab[..., 1].astype(np.float32) * chroma,
+                     lab[..., 2].astype(np.float32) * chroma]
+    jxx = jyy = jxy = 0.0
+    for g in channels:
+        if blur_px > 0:
+            g = cv2.GaussianBlur(g, (0, 0), blur_px)
+        gx = cv2.Sobel(g, cv2.CV_32F, 1, 0)
+        gy = cv2.Sobel(g, cv2.CV_32F, 0, 1)
+        jxx, jyy, jxy = jxx + gx * gx, jyy + gy * gy, jxy + gx * gy
+    mag = np.sqrt(jxx + jyy) + 1e-3
     weight = valid / np.sqrt(mag) / mag  # |field| = sqrt(mag), doubled angle
-    return np.dstack(((gx * gx - gy * gy) * weight, 2.0 * gx * gy * weight)).astype(np.float32)
+    return np.dstack(((jxx - jyy) * weight, 2.0 * jxy * weight)).astype(np.float32)
 
 
 @dataclass
@@ -227,19 +240,33 @@ class Peak:
         return self.score / max(self.second, 1e-3)
 
 
+# weight of the colour edges beside the grey ones (orientation_field).  Localizer with 2
+# footprints, procedural Recall@1 summer / autumn, tuning seeds 2 and 3 (90 queries a season
+# each): grey alone 0.90 / 0.77 and 0.94 / 0.81; chroma 2: 0.93 / 0.84 and 0.95 / 0.85;
+# chroma 3: 0.90 / 0.88 and 0.94 / 0.90; chroma 4: 0.89 / 0.87 and 0.94 / 0.90; chroma 6:
+# 0.83 / 0.82 and 0.94 / 0.92.  The closed-loop survey (bench_survey.py, node path):
+# fused RMSE 4.42 -> 2.39 m, valid fixes 0.79 -> 0.82 from grey to chroma 3
+CHROMA = 3.0
+
+
 class CorrelationMatcher:
-    """Orientation-field correlation of a query crop inside a larger map window."""
+    """Orientation-field correlation of a query crop inside a larger map window; ``chroma``:
+    see :func:`orientation_field`."""
 
     MASK_MIN_SHARE = 0.02   # below this share of black, the mask changes nothing but the time
 
-    def __init__(self, blur_px=1.0, min_peak=0.12, min_ratio=1.3, exclusion_m=8.0):
+    def __init__(self, blur_px=1.0, min_peak=0.12, min_ratio=1.3, exclusion_m=8.0,
+                 chroma=CHROMA):
         self.blur_px = float(blur_px)
+        if not (math.isfinite(chroma) and chroma >= 0):
+            raise ValueError(f'chroma must be a finite number >= 0, got {chroma}')
+        self.chroma = float(chroma)
         self.min_peak = float(min_peak)
         self.min_ratio = float(min_ratio)
         self.exclusion_m = float(exclusion_m)
 
     def field(self, rgb):
-        return orientation_field(rgb, self.blur_px)
+        return orientation_field(rgb, self.blur_px, self.chroma)
 
     def surface(self, window_field, query_field, mask=False):
         """The TM_CCORR_NORMED surface of the query field over the window field; with

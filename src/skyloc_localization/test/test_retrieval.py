@@ -101,6 +101,28 @@ def test_correlation_peak_and_covariance():
     assert not m.fix(m.correlate(m.field(window), m.field(flat), 1.0), None, 1.0).ok
 
 
+def test_colour_edges_join_the_orientation_field():
+    """Fields of the same brightness but another colour: the grey field sees no edge at all,
+    the field with chroma does, and the correlation finds the crop's place from them."""
+    import cv2
+    a, b = (200, 100, 100), (100, 145, 130)           # both grey 130
+    rng = np.random.default_rng(5)
+    cells = rng.random((10, 10)) < 0.5
+    window = np.where(np.kron(cells, np.ones((20, 20)))[..., None] > 0,
+                      np.array(a, np.uint8), np.array(b, np.uint8)).astype(np.uint8)
+    assert np.ptp(cv2.cvtColor(window, cv2.COLOR_RGB2GRAY)) == 0
+    assert not np.any(orientation_field(window))
+    assert not np.any(CorrelationMatcher(chroma=0.0).field(window))
+    m = CorrelationMatcher()
+    assert m.chroma > 0 and np.any(m.field(window))
+    query = window[60:140, 30:110]                     # centre at col 69.5, row 99.5
+    peak = m.correlate(m.field(window), m.field(query), 1.0)
+    assert peak.col == pytest.approx(69.5, abs=0.5) and peak.row == pytest.approx(99.5, abs=0.5)
+    assert m.fix(peak, lambda c, r: (c, -r), 1.0).ok
+    with pytest.raises(ValueError, match='chroma'):
+        CorrelationMatcher(chroma=float('nan'))
+
+
 def test_masked_correlation_ignores_the_black_outside_of_the_view():
     """A query crop reaching past the camera's view is black there: with the mask that part
     leaves the window's norm too, so the true place scores ~1 and stands out more."""
@@ -124,13 +146,13 @@ def test_masked_correlation_ignores_the_black_outside_of_the_view():
 
 
 def test_larger_verification_crop_where_the_camera_sees_more(tiny):
-    """At 100 m the 90 deg camera sees 200 x 150 m: the correlation crop is then 1.5
+    """At 100 m the 90 deg camera sees 200 x 150 m: the correlation crop is then 1.5 (or 2)
     footprints (150 m) and the fix still lands on the place; verify_factor 1 keeps the
     footprint."""
     world, _, db, pipe = tiny
     image, intr = camera_image(world, -10.0, 15.0, 100.0, math.radians(70.0))
     seen = {}
-    for factor in (1.0, 1.5):
+    for factor in (1.0, 1.5, 2.0):
         loc = Localizer(db, pipe, verify_factor=factor)
         real = loc.matcher.correlate
 
@@ -143,6 +165,7 @@ def test_larger_verification_crop_where_the_camera_sees_more(tiny):
     fp = db.bands[0]['footprint_m']
     assert max(seen[1.0]) == pytest.approx(fp, abs=2.0)
     assert max(seen[1.5]) == pytest.approx(1.5 * fp, abs=2.0)
+    assert max(seen[2.0]) == pytest.approx(2.0 * fp, abs=2.0)
     # a candidate 14 m off: the place is beyond its +-12 m window; the best peak there (on
     # the window's edge, 2 m short of the place, score above min_peak) is no fix; 6 m off,
     # the place is found
