@@ -104,7 +104,8 @@ def test_eva_separate_qkv_and_swiglu_targets():
         adapted = vit.forward_features(x)
         assert (adapted - want).abs().max() > 1e-3
         merge_lora(vit)
-        assert torch.allclose(vit.forward_features(x), adapted, atol=1e-5)
+        # float32: the merged weights sum in another order (values ~200 here)
+        assert torch.allclose(vit.forward_features(x), adapted, rtol=1e-5, atol=1e-5)
 
 
 def test_apply_lora_errors():

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from skyloc_localization.fine import CHROMA, CorrelationMatcher
 from skyloc_localization.health import HealthConfig, HealthMonitor, KidnapDetector, LOST, OK
 from skyloc_localization.histogram import HistogramFilter
 from skyloc_localization.kalman import FusionKalman, KalmanConfig
@@ -38,6 +39,8 @@ class CoreConfig:
     verify_k: int = 3               # distinct tiles verified geometrically per query
     fallback_k: int = 8             # ... when the best similarity is weak
     weak_similarity: float = 0.35
+    # weight of colour edges in the correlation fix (fine.CorrelationMatcher.chroma; 0: grey)
+    correlation_chroma: float = CHROMA
     histogram_cell_m: float = 5.0
     prior_max_sigma_m: float = 40.0  # track around the filter's position below this std
     fix_agreement_sigma: float = 3.0  # a retrieval fix must agree with the map's mode
@@ -91,7 +94,9 @@ class LocalizerCore:
         self.db = database
         self.retriever = Localizer(database, None, top_k=c.top_k, verify_k=c.verify_k,
                                    weak_similarity=c.weak_similarity, fallback_k=c.fallback_k,
-                                   method=method, global_fallback=False)
+                                   method=method, global_fallback=False,
+                                   matcher=CorrelationMatcher(chroma=c.correlation_chroma)
+                                   if method == 'correlation' else None)
         _, grid, _ = database.map_image()
         self.hist = HistogramFilter.from_extent(
             grid.origin_x, grid.origin_y, grid.origin_x + grid.width * grid.resolution,

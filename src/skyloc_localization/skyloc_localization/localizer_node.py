@@ -68,6 +68,9 @@ PARAMETERS = [
      'with each other; 1: the first one does'),
     ('min_similarity', 0.05, 'A query whose best cosine similarity is below this is invalid'),
     ('min_peak', 0.12, 'A fine fix whose correlation peak is below this is invalid'),
+    ('correlation_chroma', 3.0, 'Weight of colour edges (CIE Lab a/b) beside the grey ones in '
+     'the correlation fix: a boundary between two fields of the same brightness counts too; '
+     '0 correlates grey edges only'),
     ('crop_wait_s', 1.0, 'How long a descriptor waits for its /skyloc/query_image (wall s); '
      'then it is used for retrieval only'),
     ('publish_rate_hz', 20.0, 'Rate of /skyloc/pose and /skyloc/odometry (IMU stamps), Hz'),
@@ -165,7 +168,8 @@ class LocalizerNode(Node):
                              prior_max_sigma_m=float(p['prior_max_sigma_m']),
                              hold_velocity_std=float(p['hold_velocity_std']),
                              hold_settle_s=float(p['hold_settle_s']),
-                             reseed_confirmations=int(p['reseed_confirmations']))
+                             reseed_confirmations=int(p['reseed_confirmations']),
+                             correlation_chroma=float(p['correlation_chroma']))
             self.core = LocalizerCore(
                 db, cfg, KalmanConfig(baro_std=float(p['baro_std_m'])),
                 HealthConfig(min_similarity=float(p['min_similarity']),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from localization_testdata import ALTITUDE, camera_image, tiny_bundle, tiny_database, tiny_world
-from skyloc_localization.core import LocalizerCore
+from skyloc_localization.core import CoreConfig, LocalizerCore
 from skyloc_perception.bundle import DescriptorPipeline
 from skyloc_perception.normalize import normalize_query
 from skyloc_sim.sensors import isa_pressure
@@ -121,6 +121,23 @@ def test_query_without_its_crop_is_retrieval_only(setup):
     assert out.fix_result is None and not core.kf.initialized
     # the probability map still learnt something from the similarities
     assert out.estimate.entropy < 0.999
+
+
+def test_grey_or_colour_correlation_both_fix_the_flight(setup):
+    """CoreConfig.correlation_chroma reaches the matcher (the node's correlation_chroma), and
+    with colour edges or without, a query with its crop gives a valid fix on the place."""
+    world, pipeline, db = setup
+    for chroma in (0.0, 3.0):
+        core = LocalizerCore(db, CoreConfig(correlation_chroma=chroma))
+        assert core.retriever.matcher.chroma == chroma
+        start(core)
+        f = Flight(core, world, pipeline, 20.0, 30.0, np.random.default_rng(3))
+        out = f.query()
+        assert out.valid, (chroma, out.reason)
+        fine = out.localization
+        assert math.hypot(fine.x - 20.0, fine.y - 30.0) < 5.0, chroma
+    with pytest.raises(ValueError, match='chroma'):
+        LocalizerCore(db, CoreConfig(correlation_chroma=-1.0))
 
 
 def test_map_reseed_needs_agreeing_confirmations(setup):
