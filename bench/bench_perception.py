@@ -363,7 +363,7 @@ def _int8_note(rates):
     vnni = [f for f in simd if 'vnni' in f or f == 'asimddp']
     ratio = rates['int8_dynamic_quantize_matmul'] / rates['fp32_ort_matmul']
     kind = (f"{'/'.join(vnni)}: INT8 dot products in one instruction" if vnni else
-            'no VNNI: INT8 GEMM as vpmaddubsw + vpmaddwd')
+            'no INT8 dot-product instruction (VNNI / SDOT): INT8 GEMM as multiply, pairwise add')
     return (f'{kind}; INT8 GEMM runs at {ratio:.1f}x FP32 (ORT, one thread), and ViT-B/14 does '
             '~5x the work of ViT-S/14 truncated at L9; speedup_bound = ViT-B time / (INT8 matrix '
             'products at the measured rates + the other operators as profiled)')

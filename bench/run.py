@@ -24,18 +24,19 @@ SIMD_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_
 def cpu_info(cpuinfo='/proc/cpuinfo'):
     """The CPU model and the SIMD extensions that decide INT8 vs FP32 speed (VNNI/SDOT: one
     instruction per 4 INT8 multiply-adds; without them INT8 GEMM is ~2x FP32, with them ~4x+)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = None, set()
     try:
         with open(cpuinfo) as stream:
             for line in stream:
                 key, _, value = line.partition(':')
                 key = key.strip()
-                if key in ('model name', 'Model') and model in ('', platform.machine()):
+                if key in ('model name', 'Model') and model is None:
                     model = value.strip()
                 elif key in ('flags', 'Features'):
                     flags.update(value.split())
     except OSError:
         pass
+    model = model or platform.processor() or platform.machine()
     return {'cpu': model, 'simd': [f for f in SIMD_FLAGS if f in flags]}
 
 

@@ -104,8 +104,10 @@ def test_eva_separate_qkv_and_swiglu_targets():
         adapted = vit.forward_features(x)
         assert (adapted - want).abs().max() > 1e-3
         merge_lora(vit)
-        # float32: the merged weights sum in another order (values ~200 here)
-        assert torch.allclose(vit.forward_features(x), adapted, rtol=1e-5, atol=1e-5)
+        # float32: the merged weights sum in another order; outputs reach ~200 here, so an
+        # element near 0 carries rounding of that size (2e-4 measured on an AVX-512 CPU)
+        scale = float(adapted.abs().max())
+        assert torch.allclose(vit.forward_features(x), adapted, rtol=1e-5, atol=1e-5 * scale)
 
 
 def test_apply_lora_errors():

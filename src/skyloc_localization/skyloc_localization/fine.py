@@ -206,15 +206,23 @@ def orientation_field(rgb, blur_px=1.0, chroma=0.0):
     field alone.
     """
     grey = rgb if rgb.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    valid = cv2.erode((grey > 0).astype(np.uint8), np.ones((5, 5), np.uint8))
+    inside = (grey > 0).astype(np.float32)
+    valid = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8))
     channels = [grey.astype(np.float32)]
     if chroma > 0 and rgb.ndim == 3:
         lab = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB)
         channels += [lab[..., 1].astype(np.float32) * chroma,
                      lab[..., 2].astype(np.float32) * chroma]
+    # the blur is normalised by the share of seen pixels under it: the step from the image to
+    # the black outside the view (or the map) leaves no edge just inside its border
+    norm = None
+    if blur_px > 0 and not inside.all():
+        norm = np.maximum(cv2.GaussianBlur(inside, (0, 0), blur_px), 1e-3)
     jxx = jyy = jxy = 0.0
     for g in channels:
-        if blur_px > 0:
+        if norm is not None:
+            g = cv2.GaussianBlur(g * inside, (0, 0), blur_px) / norm
+        elif blur_px > 0:
             g = cv2.GaussianBlur(g, (0, 0), blur_px)
         gx = cv2.Sobel(g, cv2.CV_32F, 1, 0)
         gy = cv2.Sobel(g, cv2.CV_32F, 0, 1)

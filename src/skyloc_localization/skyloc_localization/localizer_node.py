@@ -70,7 +70,7 @@ PARAMETERS = [
     ('min_peak', 0.12, 'A fine fix whose correlation peak is below this is invalid'),
     ('correlation_chroma', 3.0, 'Weight of colour edges (CIE Lab a/b) beside the grey ones in '
      'the correlation fix: a boundary between two fields of the same brightness counts too; '
-     '0 correlates grey edges only'),
+     '0 correlates grey edges only (use 0 with a monochrome camera)'),
     ('crop_wait_s', 1.0, 'How long a descriptor waits for its /skyloc/query_image (wall s); '
      'then it is used for retrieval only'),
     ('publish_rate_hz', 20.0, 'Rate of /skyloc/pose and /skyloc/odometry (IMU stamps), Hz'),
@@ -96,6 +96,9 @@ class LocalizerNode(Node):
     def __init__(self, **kwargs):
         super().__init__('localizer', **kwargs)
         p = declare_parameters(self, PARAMETERS)
+        if not p['correlation_chroma'] >= 0.0:
+            raise ValueError(f"parameter 'correlation_chroma' must not be negative, got "
+                             f"{p['correlation_chroma']!r}")
         self.cfg = p
         self.lock = threading.RLock()
         self.core = None

@@ -199,7 +199,9 @@ class Localizer:
         self.verify_factor = float(verify_factor)
         self.search_m = None if search_m is None else float(search_m)
         self.global_always = bool(global_always)
-        self.global_k = max(1, int(global_k))
+        if int(global_k) < 1:
+            raise ValueError(f'global_k must be >= 1, got {global_k}')
+        self.global_k = int(global_k)
         self.refine_m = 6.0
         self._window_cache = {}
         self._field = {}
@@ -467,14 +469,14 @@ class Localizer:
                 self.fine_res() * self.global_coarse)) ** 2
             if coarse_px <= self.global_max_px:
                 t3 = time.perf_counter()
-                extra = self.verify(self.global_candidates(base, base_footprint_m, band,
-                                                           self.global_k),
-                                    base, base_footprint_m, band, self.global_k)
-                timings['global_fallback'] = (time.perf_counter() - t3) * 1e3
+                places = self.global_candidates(base, base_footprint_m, band, self.global_k)
+                self._nearest_tile_similarity(places, descriptors, band)
+                extra = self.verify(places, base, base_footprint_m, band, self.global_k)
+                timings['global_search'] = (time.perf_counter() - t3) * 1e3
                 verified += extra
                 fixes += [c for c in extra if c.fine is not None and c.fine.ok]
-        ranked = sorted(verified, key=lambda c: -c.score) + \
-            [c for c in candidates if c not in verified]
+        ranked = self._one_per_place(sorted(verified, key=lambda c: -c.score) + [
+            c for c in candidates if c not in verified], footprint)
         variants = self.variants()
         if fixes:
             best = max(fixes, key=lambda c: c.score)
@@ -490,6 +492,31 @@ class Localizer:
         return Localization('tile', best.x, best.y, np.eye(2) * sigma ** 2, best.similarity,
                             max(best.score, 0.0), band, footprint, ranked[:self.top_k],
                             best.fine, yaw_offset_deg=dyaw, scale=s, timings_ms=timings)
+
+    def _nearest_tile_similarity(self, places, descriptors, band):
+        """A whole-map correlation place has no descriptor score of its own: give it the
+        cosine similarity (best variant) of the band's tile nearest to it."""
+        start, end = self.db.band_rows(band)
+        centres = np.asarray(self.db.centres[start:end], np.float64)
+        for cand in places:
+            row = start + int(np.argmin(np.hypot(centres[:, 0] - cand.x,
+                                                 centres[:, 1] - cand.y)))
+            tile = np.asarray(self.db.descriptors[row], np.float32)
+            cand.similarity = float(np.max(np.atleast_2d(descriptors) @ tile))
+
+    @staticmethod
+    def _one_per_place(ranked, footprint):
+        """The ranked list with one entry per place: a candidate whose position (its fix, or
+        its centre) lies within a quarter footprint of a better-ranked one is left out (a
+        retrieved tile and a whole-map place are often the same place)."""
+        out, seen = [], []
+        for cand in ranked:
+            ok = cand.fine is not None and cand.fine.ok
+            xy = (cand.fine.x, cand.fine.y) if ok else (cand.x, cand.y)
+            if all(math.hypot(xy[0] - a, xy[1] - b) >= footprint / 4 for a, b in seen):
+                out.append(cand)
+                seen.append(xy)
+        return out
 
     def localize_descriptor(self, descriptor, crop, footprint_m, band, prior=None, wide=False):
         """The localizer node's query: one descriptor computed by the embedder from ``crop``

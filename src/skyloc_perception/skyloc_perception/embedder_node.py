@@ -184,12 +184,23 @@ class EmbedderNode(Node):
         self.footprint_m = float(bands[len(bands) // 2]['footprint_m'])
 
     # ------------------------------------------------------------------ inputs
+    PROBLEM_LOG_PERIOD_S = 5.0
+
     def _problem(self, text, level=DiagnosticStatus.WARN, frame=True):
-        """Log a bad input (throttled), report it on /diagnostics; count a skipped frame."""
+        """Log a bad input, report it on /diagnostics; count a skipped frame.  The log is
+        throttled per kind of problem (the text before its first ':' or digit), so a new kind
+        is logged at once even while another one repeats."""
         self.stats['skipped'] += int(frame)
         self.stats['last_problem'] = text
         self.stats['level'] = max(self.stats['level'], level)
-        self.get_logger().warning(text, throttle_duration_sec=5.0)
+        kind = ''.join(c for c in text.split(':')[0] if not c.isdigit())
+        now = time.monotonic()
+        logged = getattr(self, '_problem_logged', None)
+        if logged is None:
+            logged = self._problem_logged = {}
+        if now - logged.get(kind, -math.inf) >= self.PROBLEM_LOG_PERIOD_S:
+            logged[kind] = now
+            self.get_logger().warning(text)
 
     def _on_info(self, msg):
         if len(msg.k) == 9 and msg.k[0] > 0 and msg.width > 0:
