@@ -97,8 +97,10 @@ def run_queries(localizer, world, condition, count, seed, margin_m):
     return out
 
 
-def bench_localization(worlds=('procedural', 'real_satellite'), count=40, seed=0, log=None):
-    """{world: {altitude: metrics}, ...} plus the set-up; see the module docstring."""
+def bench_localization(worlds=('procedural', 'real_satellite'), count=40, seed=0, log=None,
+                       bundle_dir=None):
+    """{world: {altitude: metrics}, ...} plus the set-up; see the module docstring.
+    ``bundle_dir``: another model bundle than the default (e.g. an INT8 ViT bundle)."""
     log = log or (lambda m: print(f'[bench_localization] {m}', file=sys.stderr, flush=True))
     from skyloc_localization.build_db import resolve_bundle
     from skyloc_localization.retrieval import Localizer
@@ -121,7 +123,7 @@ def bench_localization(worlds=('procedural', 'real_satellite'), count=40, seed=0
             conditions = ('autumn',)
         condition = conditions[0]
         world = load_world(yaml_path)
-        bundle = resolve_bundle(None, yaml_path, log)
+        bundle = resolve_bundle(bundle_dir, yaml_path, log)
         db, build_s = cached_database(yaml_path, bundle, os.path.join(cache, 'bench'), name,
                                       log)
         localizer = Localizer(db, DescriptorPipeline(bundle))
@@ -133,6 +135,8 @@ def bench_localization(worlds=('procedural', 'real_satellite'), count=40, seed=0
         recall = np.mean([v['recall_at_1'] for v in per_alt.values()])
         cells = [v for c in per_condition.values() for v in c.values()]
         errors = np.concatenate([v.pop('errors_m') for v in cells])
+        results['bundle'] = {'backend': bundle.backend, 'model_id': bundle.model_id,
+                             'path': bundle.path}
         results[name] = {'condition': condition, 'tiles': len(db),
                          'map_m': [round(v) for v in world.grid.size_m],
                          'db_build_s': round(build_s, 1), 'per_altitude': per_alt,
@@ -154,9 +158,11 @@ def main(argv=None):
                    help='queries per altitude and condition per world')
     p.add_argument('--worlds', default='procedural,real_satellite')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--bundle', help='model bundle folder (default: the default bundle)')
     args = p.parse_args(argv)
     t0 = time.monotonic()
-    results = bench_localization(tuple(args.worlds.split(',')), args.queries, args.seed)
+    results = bench_localization(tuple(args.worlds.split(',')), args.queries, args.seed,
+                                 bundle_dir=args.bundle)
     results['wall_s'] = round(time.monotonic() - t0, 1)
     print(json.dumps(results, indent=2))
     return 0

@@ -137,6 +137,13 @@ def run_localization(args):
     print('[bench] localization: Recall@1 per altitude, procedural + real satellite tiles',
           flush=True)
     out['recall'] = bench_localization.bench_localization()
+    # the other backend: the INT8 ViT bundle of the perception suite (random weights here,
+    # none can be downloaded: its retrieval is noise, the correlation does the work)
+    vit = os.path.join(ROOT, '.cache', 'bench', 'vit_int8_bundle')
+    if os.path.isfile(os.path.join(vit, 'bundle.json')):
+        print('[bench] localization: Recall@1 with the INT8 ViT bundle (random weights)',
+              flush=True)
+        out['recall_vit_int8'] = bench_localization.bench_localization(count=20, bundle_dir=vit)
     print(f'[bench] localization: closed-loop {args.minutes:g}-minute survey (bench_survey)',
           flush=True)
     out['survey'] = bench_survey.bench_survey(
@@ -658,6 +665,18 @@ def localization_rows(loc):
                                 f"{a['median_error_m']} m ({a['median_query_ms']} ms per "
                                 f"query, CLI path: 9 variants embedded) | (per cell) >= 0.90 / "
                                 f"<= 5 m | {yes[ok]} |")
+    rv = loc.get('recall_vit_int8')
+    for world in ('procedural', 'real_satellite'):
+        if not rv or world not in rv:
+            continue
+        w = rv[world]
+        cells = '; '.join(f"{cond} " + ' / '.join(f"{a['recall_at_1']}" for a in per.values())
+                          for cond, per in w['per_condition'].items())
+        rows.append(f"| localization | Recall@1 / median error with the INT8 ViT-S bundle "
+                    f"(random weights: retrieval is noise, informational), {world}, "
+                    f"{w['overall']['queries']} queries; per season at 70 / 100 / 150 m | "
+                    f"{w['overall']['recall_at_1']} / {w['overall']['median_error_m']} m; "
+                    f"{cells} | - | - |")
     h = loc.get('histogram_200x200')
     if h:
         rows.append(f"| localization | probability map 200x200 cells predict + update + "
