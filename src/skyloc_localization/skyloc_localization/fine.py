@@ -208,28 +208,53 @@ def orientation_field(rgb, blur_px=1.0, chroma=0.0):
     grey = rgb if rgb.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     inside = (grey > 0).astype(np.float32)
     valid = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8))
-    channels = [grey.astype(np.float32)]
+    lab = None
     if chroma > 0 and rgb.ndim == 3:
         lab = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB)
-        channels += [lab[..., 1].astype(np.float32) * chroma,
-                     lab[..., 2].astype(np.float32) * chroma]
     # the blur is normalised by the share of seen pixels under it: the step from the image to
     # the black outside the view (or the map) leaves no edge just inside its border
     norm = None
     if blur_px > 0 and not inside.all():
         norm = np.maximum(cv2.GaussianBlur(inside, (0, 0), blur_px), 1e-3)
-    jxx = jyy = jxy = 0.0
-    for g in channels:
+    # one channel at a time, in place where possible: the whole map's field is computed once
+    # and its peak memory counts on a Pi
+    jxx = jyy = jxy = None
+    for k in range(1 if lab is None else 3):
+        g = grey.astype(np.float32) if k == 0 else lab[..., k].astype(np.float32)
+        if k:
+            g *= chroma
         if norm is not None:
-            g = cv2.GaussianBlur(g * inside, (0, 0), blur_px) / norm
+            g *= inside
+            g = cv2.GaussianBlur(g, (0, 0), blur_px)
+            g /= norm
         elif blur_px > 0:
             g = cv2.GaussianBlur(g, (0, 0), blur_px)
         gx = cv2.Sobel(g, cv2.CV_32F, 1, 0)
         gy = cv2.Sobel(g, cv2.CV_32F, 0, 1)
-        jxx, jyy, jxy = jxx + gx * gx, jyy + gy * gy, jxy + gx * gy
-    mag = np.sqrt(jxx + jyy) + 1e-3
-    weight = valid / np.sqrt(mag) / mag  # |field| = sqrt(mag), doubled angle
-    return np.dstack(((jxx - jyy) * weight, 2.0 * jxy * weight)).astype(np.float32)
+        del g
+        if jxx is None:
+            jxx, jyy, jxy = gx * gx, gy * gy, gx * gy
+        else:
+            jxx += gx * gx
+            jyy += gy * gy
+            jxy += gx * gy
+        del gx, gy
+    del lab, norm, inside
+    # |field| = sqrt(mag), doubled angle: weight = valid / mag^1.5
+    mag = jxx + jyy
+    np.sqrt(mag, out=mag)
+    mag += 1e-3
+    weight = np.sqrt(mag)
+    weight *= mag
+    np.divide(valid, weight, out=weight)
+    del mag
+    out = np.empty(grey.shape + (2,), np.float32)
+    np.subtract(jxx, jyy, out=jxx)
+    np.multiply(jxx, weight, out=out[..., 0])
+    del jxx, jyy
+    jxy *= 2.0
+    np.multiply(jxy, weight, out=out[..., 1])
+    return out
 
 
 @dataclass
