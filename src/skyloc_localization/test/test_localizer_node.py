@@ -211,6 +211,9 @@ def test_fix_from_descriptors_and_bad_input_survived(tmp_path, data):
         drv.mode.publish(String(data='hold'))
         assert drv.wait_until(lambda: drv.values('flight_mode')[-1] == 'hold', 5.0)
         drv.sensors(26.0 + k, 6.0)
+        # (/diagnostics comes on a wall-clock timer: wait for the report after the samples)
+        assert drv.wait_until(lambda: int(drv.values('hold_velocity_updates')[-1]) >= 4, 5.0), \
+            drv.values('hold_velocity_updates')[-3:]
         drv.spin(1.5)
         assert 4 <= int(drv.values('hold_velocity_updates')[-1]) <= 8
         assert proc.poll() is None
