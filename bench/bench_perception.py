@@ -358,7 +358,7 @@ def profile_int8(path=None, runs=20, vitb_ms=None):
 
 def _int8_note(rates):
     """What the measured GEMM rates say about this CPU's INT8 path (VNNI or not)."""
-    from run import cpu_info
+    from machine import cpu_info
     simd = cpu_info()['simd']
     vnni = [f for f in simd if 'vnni' in f or f == 'asimddp']
     ratio = rates['int8_dynamic_quantize_matmul'] / rates['fp32_ort_matmul']

@@ -204,6 +204,7 @@ class Localizer:
         self.global_k = int(global_k)
         self.refine_m = 6.0
         self._window_cache = {}
+        self._band_centres = {}     # band -> its tiles' centres, float64 (whole-map places)
         self._field = {}
         # localize_descriptor: a fix elsewhere must beat the tracking window's peak by this
         self.prior_margin = 1.3
@@ -265,13 +266,21 @@ class Localizer:
             self._window_cache[key] = hit
         return hit
 
-    def _distinct(self, candidates, count, footprint):
-        out = []
+    @staticmethod
+    def _distinct(candidates, count, footprint, at_fix=False):
+        """Up to ``count`` (None: all) candidates in order, leaving out any whose position lies
+        within a quarter footprint of one already kept.  ``at_fix``: a candidate's position is
+        its fine fix where it has a valid one, else its centre (a retrieved tile and a
+        whole-map place are often the same place)."""
+        out, seen = [], []
         for cand in candidates:
-            if len(out) >= count:
+            if count is not None and len(out) >= count:
                 break
-            if all(math.hypot(d.x - cand.x, d.y - cand.y) >= footprint / 4 for d in out):
+            ok = at_fix and cand.fine is not None and cand.fine.ok
+            xy = (cand.fine.x, cand.fine.y) if ok else (cand.x, cand.y)
+            if all(math.hypot(xy[0] - a, xy[1] - b) >= footprint / 4 for a, b in seen):
                 out.append(cand)
+                seen.append(xy)
         return out
 
     def verify(self, candidates, base, base_footprint_m, band, count):
@@ -475,8 +484,8 @@ class Localizer:
                 timings['global_search'] = (time.perf_counter() - t3) * 1e3
                 verified += extra
                 fixes += [c for c in extra if c.fine is not None and c.fine.ok]
-        ranked = self._one_per_place(sorted(verified, key=lambda c: -c.score) + [
-            c for c in candidates if c not in verified], footprint)
+        ranked = self._distinct(sorted(verified, key=lambda c: -c.score) + [
+            c for c in candidates if c not in verified], None, footprint, at_fix=True)
         variants = self.variants()
         if fixes:
             best = max(fixes, key=lambda c: c.score)
@@ -497,26 +506,15 @@ class Localizer:
         """A whole-map correlation place has no descriptor score of its own: give it the
         cosine similarity (best variant) of the band's tile nearest to it."""
         start, end = self.db.band_rows(band)
-        centres = np.asarray(self.db.centres[start:end], np.float64)
+        centres = self._band_centres.get(band)
+        if centres is None:
+            centres = self._band_centres[band] = np.asarray(self.db.centres[start:end],
+                                                            np.float64)
         for cand in places:
             row = start + int(np.argmin(np.hypot(centres[:, 0] - cand.x,
                                                  centres[:, 1] - cand.y)))
             tile = np.asarray(self.db.descriptors[row], np.float32)
             cand.similarity = float(np.max(np.atleast_2d(descriptors) @ tile))
-
-    @staticmethod
-    def _one_per_place(ranked, footprint):
-        """The ranked list with one entry per place: a candidate whose position (its fix, or
-        its centre) lies within a quarter footprint of a better-ranked one is left out (a
-        retrieved tile and a whole-map place are often the same place)."""
-        out, seen = [], []
-        for cand in ranked:
-            ok = cand.fine is not None and cand.fine.ok
-            xy = (cand.fine.x, cand.fine.y) if ok else (cand.x, cand.y)
-            if all(math.hypot(xy[0] - a, xy[1] - b) >= footprint / 4 for a, b in seen):
-                out.append(cand)
-                seen.append(xy)
-        return out
 
     def localize_descriptor(self, descriptor, crop, footprint_m, band, prior=None, wide=False):
         """The localizer node's query: one descriptor computed by the embedder from ``crop``
