@@ -112,8 +112,9 @@ def decompose(mask):
     return label, cells, adjacency
 
 
-def swept_mask(shape, polylines, half_width_cells, upsample=1):
-    """Cells whose centre is within half_width_cells of any polyline (cell coordinates).
+def path_distance(shape, polylines, upsample=1):
+    """Distance, cells, from each cell centre to the nearest polyline (cell coordinates);
+    inf everywhere when nothing is drawn.
 
     The polylines are drawn on a canvas `upsample` times finer (1 or 3: a cell centre is a
     pixel centre, so lanes along rows or columns through cell centres are measured exactly;
@@ -138,13 +139,21 @@ def swept_mask(shape, polylines, half_width_cells, upsample=1):
         p = np.round(arr * (1 << shift)).astype(np.int32)
         cv2.polylines(canvas, [p.reshape(-1, 1, 2)], False, 0, 1, cv2.LINE_8, shift)
     if not drawn or canvas.min() > 0:
-        return np.zeros(shape, bool)
+        return np.full(shape, np.inf, np.float32)
     dist = cv2.distanceTransform(canvas, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     centre = k // 2
-    return dist[centre::k, centre::k] <= half_width_cells * k + 1e-6
+    return dist[centre::k, centre::k] / k
+
+
+def swept_mask(shape, polylines, half_width_cells, upsample=1):
+    """Cells whose centre is within half_width_cells of any polyline (cell coordinates; see
+    path_distance)."""
+    return path_distance(shape, polylines, upsample) <= half_width_cells + 1e-6
 
 
 PHASES = 12        # lane lattice offsets tried per sweep direction
+SHALLOW = True
+NEAR_WAY = 8.0      # cells: a detour's foot this near its strip may reach it round a corner
 FINE_UPSAMPLE = 3   # the final footprint check: slanted legs measured to a sixth of a cell
 
 
@@ -404,10 +413,16 @@ class CoveragePlanner:
         # what the lanes miss (dents, slanted edges) flown one way, each strip put where it
         # adds the least to the tour, instead of out and back from the nearest leg
         k = min(range(len(routes)), key=lambda i: gridpath.polyline_length(routes[i]))
-        unswept = todo & ~swept_mask(todo.shape, [routes[k]], half)
-        strips = self._missed_strips(free, unswept, spacing) if unswept.any() else []
-        if strips:
-            routes.append(stitch(_insert_strips(seqs[k], strips, start)))
+        dist = path_distance(todo.shape, [routes[k]])
+        unswept = todo & (dist > half + 1e-6)
+        if unswept.any():
+            for near in (None, dist):
+                strips = self._missed_strips(free, unswept, spacing, near, half)
+                if strips:
+                    # a strip joins the tour only where that adds less than flying it out
+                    # and back from the route (the detour pass sweeps the others)
+                    routes.append(stitch(_insert_strips(seqs[k], strips, start,
+                                                        _detour_costs(strips, dist))))
         best = None
         for pts in routes:
             pts, detours = self._detours(free, todo, pts, half, spacing)
@@ -693,12 +708,14 @@ class CoveragePlanner:
         detours = 0
         left = None
         for _ in range(self.detour_rounds):
-            unswept = todo & ~swept_mask(todo.shape, [pts], half, upsample)
+            dist = path_distance(todo.shape, [pts], upsample)
+            unswept = todo & (dist > half + 1e-6)
             n_unswept = int(unswept.sum())
             if not n_unswept or (left is not None and n_unswept >= left):
                 break       # all swept, or the last round swept nothing more
             left = n_unswept
-            strips = self._missed_strips(free, unswept, spacing)
+            strips = self._missed_strips(free, unswept, spacing, dist if SHALLOW else None,
+                                         half)
             if not strips:
                 break
             arr = np.asarray(pts, float)
@@ -716,12 +733,31 @@ class CoveragePlanner:
                 detours += 1
         return pts, detours
 
-    def _missed_strips(self, free, unswept, spacing):
-        """Strips (pairs of cell-centre points along a row) that sweep the unswept cells:
-        each patch gets ceil(height / spacing) of them, evenly spread."""
+    def _missed_strips(self, free, unswept, spacing, dist=None, half=None):
+        """Strips (pairs of cell-centre points along a row) that sweep the unswept cells.
+
+        With `dist` (each cell's distance to the path, cells) and `half` (the half swath): a
+        patch one strip can sweep gets the strip nearest the path that still reaches all of
+        it (:meth:`_shallow_strip`: a sliver just beyond a lane's swath is swept from just
+        beyond the lane, not from its middle). Every other patch gets ceil(height / spacing)
+        strips, evenly spread through it."""
+        strips = []
+        if dist is not None:
+            n, comp, stats, _ = cv2.connectedComponentsWithStats(unswept.astype(np.uint8),
+                                                                 connectivity=8)
+            rest = np.zeros(unswept.shape, bool)
+            for k in range(1, n):
+                rr, cc = self._component(comp, stats, k)
+                strip = self._shallow_strip(free, rr, cc, half, dist)
+                if strip is None:
+                    rest[rr, cc] = True
+                else:
+                    strips.append(strip)
+            unswept = rest
+            if not unswept.any():
+                return strips
         missed = self._onto_free(free, unswept.astype(np.uint8))
         n, comp, stats, _ = cv2.connectedComponentsWithStats(missed, connectivity=8)
-        strips = []
         for k in range(1, n):
             rr, cc = self._component(comp, stats, k)
             ya, yb = int(rr.min()), int(rr.max())
@@ -732,6 +768,41 @@ class CoveragePlanner:
                 if strip is not None:
                     strips.append(strip)
         return strips
+
+    @staticmethod
+    def _shallow_strip(free, rr, cc, half, dist, margin=0.25):
+        """The cheapest single strip along a row that sweeps every cell (rr, cc) of a patch:
+        for each row within a half swath of all of them, the shortest span of free cells
+        whose disc footprint (half swath less `margin` cells) reaches every cell; cost = twice
+        (the distance from the path + the span), as the detour flies it out and back. None
+        when no row can (a patch taller than a swath, or no free span)."""
+        h, w = free.shape
+        reach = half - margin
+        ya, yb = int(rr.min()), int(rr.max())
+        best = None
+        for r in range(max(0, int(math.ceil(yb - reach))),
+                       min(h - 1, int(math.floor(ya + reach))) + 1):
+            across = np.sqrt(np.maximum(reach * reach - (rr - r) ** 2.0, 0.0))
+            lo = int(math.floor(float(np.min(cc + across)) + 1e-9))   # the span must start
+            hi = int(math.ceil(float(np.max(cc - across)) - 1e-9))    # by lo and end from hi
+            if lo >= hi:      # one point sweeps it: the free one nearest the path in [hi, lo]
+                c0, c1 = max(0, hi), min(w - 1, lo)
+                if c0 > c1:
+                    continue
+                row_d = np.where(free[r, c0:c1 + 1], dist[r, c0:c1 + 1], np.inf)
+                j = int(np.argmin(row_d))
+                if not np.isfinite(row_d[j]):
+                    continue
+                lo = hi = c0 + j
+                d = float(row_d[j])
+            else:
+                if lo < 0 or hi >= w or not free[r, lo:hi + 1].all():
+                    continue
+                d = float(np.min(dist[r, lo:hi + 1]))
+            cost = 2.0 * (d + (hi - lo))
+            if best is None or cost < best[0]:
+                best = (cost, (lo + 0.5, r + 0.5), (hi + 0.5, r + 0.5))
+        return None if best is None else best[1:]
 
     @staticmethod
     def _strip(free, row, c0, c1, rr, cc):
@@ -797,24 +868,63 @@ class _Stitcher:
         return pts
 
 
-def _insert_strips(seq, strips, start):
+def _detour_costs(strips, dist):
+    """What each strip (a, b) along a row costs flown out and back from the path: twice
+    (its distance from the path + its length), cells."""
+    out = []
+    for a, b in strips:
+        row, lo, hi = int(a[1]), int(min(a[0], b[0])), int(max(a[0], b[0]))
+        out.append(2.0 * (float(np.min(dist[row, lo:hi + 1])) + (hi - lo)))
+    return out
+
+
+def _insert_strips(seq, strips, start, limits=None):
     """Each strip [(a, b)] inserted into the lane sequence where it adds the least
-    straight-line transit, flown a -> b or b -> a (cheapest insertion, one strip at a time)."""
+    straight-line transit, flown a -> b or b -> a, and possibly followed by a run of the
+    lanes flown backwards (a strip along an edge then leads into the lanes at their far end;
+    each lane of the run is reversed, the run's inner transits keep their lengths). Cheapest
+    insertion, one strip at a time. limits: per strip, the most it may add (a strip that
+    would add more is left out)."""
     seq = list(seq)
     s0 = np.asarray(start, float)
-    for a, b in strips:
+    for k, (a, b) in enumerate(strips):
+        n = len(seq)
         ent = np.asarray([e for e, _ in seq], float).reshape(-1, 2)
         ext = np.vstack([s0[None], np.asarray([x for _, x in seq], float).reshape(-1, 2)])
         old = np.append(np.hypot(*(ent - ext[:-1]).T), 0.0)       # gap g: ext[g] -> ent[g]
+        # after a reversed run g..h-1 comes entry h: |ent[g] - ent[h]|, nothing when h = n
+        nxt = np.hypot(*(ent[:, None, :] - ent[None, :, :]).transpose(2, 0, 1))
+        nxt = np.hstack([nxt[:, 1:], np.zeros((n, 1))]) if n else nxt   # [g, h - 1]
+        flip = np.hypot(*(ent[:-1] - ext[2:]).T)     # entry i -> exit i+1, i = 0..n-2
+        after = np.append(np.hypot(*(ent[:-1] - ent[1:]).T), 0.0)   # entry h-1 -> entry h
         best = None
         for first, last in ((a, b), (b, a)):
-            add = np.hypot(*(ext - np.asarray(first, float)).T)
+            into = np.hypot(*(ext - np.asarray(first, float)).T)   # ext[g] -> the strip
+            add = into.copy()
             add[:-1] += np.hypot(*(ent - np.asarray(last, float)).T)
             d = add - old
             g = int(np.argmin(d))
             if best is None or d[g] < best[0]:
-                best = (float(d[g]), g, (first, last))
-        seq.insert(best[1], best[2])
+                best = (float(d[g]), g, g, (first, last), False)
+            out = np.hypot(*(ext[1:] - np.asarray(last, float)).T)  # strip -> ext[h], h=1..n
+            for g in range(n):
+                # run g..h-1 reversed, h = g+1..n: the links replaced are ext[g] -> ent[g]
+                # and ext[h] -> ent[h] (old[h], 0 at the end)
+                total = into[g] + out[g:] + nxt[g, g:] - old[g] - old[g + 1:]
+                h = int(np.argmin(total))
+                if total[h] < best[0] - 1e-9:
+                    best = (float(total[h]), g, g + h + 1, (first, last), False)
+                # run g..h-1 kept in order, each lane flown the other way: strip -> exit of
+                # g, ..., entry of item i -> exit of item i+1, ..., entry of h-1 -> entry h
+                inner = np.concatenate([[0.0], np.cumsum(flip[g:] - old[g + 1:n])])
+                total = (into[g] + out[g] - old[g] + inner + after[g:] - old[g + 1:])
+                h = int(np.argmin(total))
+                if total[h] < best[0] - 1e-9:
+                    best = (float(total[h]), g, g + h + 1, (first, last), True)
+        delta, g, h, piece, in_place = best
+        if limits is None or delta < limits[k]:
+            seq[g:h] = [(y, x) for x, y in (seq[g:h] if in_place else seq[g:h][::-1])]
+            seq.insert(g, piece)
     return seq
 
 
@@ -927,8 +1037,10 @@ def _improve_order(order, d0, cost, rounds=3, passes=30):
 
 
 def _visible_segment(free, arr, point, candidates=12):
-    """Index of the nearest path segment whose closest point sees `point` in a straight free
-    line (the nearest one beyond a wall would cost a long way round); else the nearest."""
+    """Index of the path segment from whose nearest point `point` is the shortest way on the
+    grid: a straight free line, else an A* way round (the nearest segment beyond a wall
+    would cost a long way round; a point just past a staircase boundary is reached round a
+    corner); the nearest segment when no way is found."""
     if len(arr) == 1:
         return 0
     a, b = arr[:-1], arr[1:]
@@ -938,8 +1050,21 @@ def _visible_segment(free, arr, point, candidates=12):
     foot = a + t[:, None] * d
     dist = np.hypot(*(foot - point).T)
     order = np.argsort(dist)[:candidates]
+    best = (math.inf, int(order[0]))
+    target = (float(point[0]), float(point[1]))
     for i in order:
+        if dist[i] >= best[0]:
+            break       # a straight line is the shortest way there
         f = (math.floor(foot[i, 0]) + 0.5, math.floor(foot[i, 1]) + 0.5)
-        if free[int(f[1]), int(f[0])] and gridpath.segment_free(free, f, point):
-            return int(i)
-    return int(order[0])
+        if not free[int(f[1]), int(f[0])]:
+            continue
+        if gridpath.segment_free(free, f, target):
+            way = float(np.hypot(f[0] - target[0], f[1] - target[1]))
+        elif dist[i] <= NEAR_WAY:
+            leg = gridpath.connect(free, f, target)
+            way = math.inf if leg is None else gridpath.polyline_length(leg)
+        else:
+            continue
+        if way < best[0]:
+            best = (way, int(i))
+    return best[1]
