@@ -15,11 +15,14 @@ Definitions:
 - coverage_percent = 100 |swept & reachable| / |reachable|;
 - collision_m: length of the polyline inside blocked cells or outside the map (running along
   the edge of a blocked cell, or through its corner, is touching, not entering it);
-- ideal_length_m = reachable area / swath width; length_ratio = path length / ideal (the
-  goal's ratio);
 - floor_area_m2: the free cells (not occupied) within `radius` of a reachable cell, the floor
-  a vehicle there can stand over; length_ratio_floor = path length / (floor area / swath
-  width), the issue's "free area / swath width" read without the erosion (informational);
+  a vehicle there can stand over (the free area it can reach, not eroded);
+- ideal_length_m = floor area / swath width; length_ratio = path length / ideal: the goal's
+  ratio, the issue's "ideal (free area / swath width)" (the erosion by the radius is named for
+  coverage, not for the ideal; with it, a plain boustrophedon of an empty 300 x 200 m field at
+  a 20 m swath and a 3 m radius is already 1.09);
+- ideal_length_eroded_m = reachable area / swath width; length_ratio_eroded = path length /
+  that (informational: the stricter reading);
 - turns: vertices where the heading changes by more than 10 degrees (duplicate points merged;
   collinear vertices change nothing), total_rotation_deg: sum of the absolute heading changes.
 """
@@ -256,11 +259,11 @@ def evaluate(occupied, resolution, origin, radius, swath_width, start, path_xy,
         'unreachable_free_area_m2': free_area - reach_area,
         'collision_m': collision,
         'path_length_m': length,
-        'ideal_length_m': ideal,
-        'length_ratio': length / ideal if ideal > 0 else float('inf'),
         'floor_area_m2': floor_area,
-        'length_ratio_floor': length * swath_width / floor_area if floor_area > 0
-        else float('inf'),
+        'ideal_length_m': floor_area / swath_width,
+        'length_ratio': length * swath_width / floor_area if floor_area > 0 else float('inf'),
+        'ideal_length_eroded_m': ideal,
+        'length_ratio_eroded': length / ideal if ideal > 0 else float('inf'),
         'turns': turns,
         'total_rotation_deg': rotation,
         'points': int(len(path)),

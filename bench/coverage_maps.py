@@ -368,57 +368,63 @@ def add_obstacles(canvas, rng, inside, spec, clearance, radius=DRONE_RADIUS):
                            clearance, radius, region)
 
 
-def field_rect():
+def field_rect(obstacles=True):
     rng = np.random.default_rng(21)
     canvas, inside = field_canvas(302, 202, (-151.0, -101.0),
                                   [(1, 1), (301, 1), (301, 201), (1, 201)])
-    add_obstacles(canvas, rng, inside, [('tree', 12), ('clump', 2), ('mast', 2)], 15.0)
+    if obstacles:
+        add_obstacles(canvas, rng, inside, [('tree', 12), ('clump', 2), ('mast', 2)], 15.0)
     return finish(canvas, 'field_rect', 'field', 20.0, DRONE_RADIUS, (5, 5), 6.0,
                   '300 x 200 m field, trees and a clump')
 
 
-def field_pentagon():
+def field_pentagon(obstacles=True):
     rng = np.random.default_rng(22)
     canvas, inside = field_canvas(352, 302, (0.0, 0.0),
                                   [(1, 20), (230, 1), (351, 110), (300, 301), (40, 260)])
-    add_obstacles(canvas, rng, inside, [('tree', 10), ('mast', 2), ('building', 1)], 15.0)
+    if obstacles:
+        add_obstacles(canvas, rng, inside, [('tree', 10), ('mast', 2), ('building', 1)], 15.0)
     return finish(canvas, 'field_pentagon', 'field', 18.0, DRONE_RADIUS, (20, 30), 6.0,
                   'pentagonal field 350 x 300 m, trees, masts, a shed')
 
 
-def field_pond():
+def field_pond(obstacles=True):
     rng = np.random.default_rng(23)
     canvas, inside = field_canvas(400, 302, (-200.0, -151.0),
                                   [(1, 1), (399, 1), (399, 301), (1, 301)])
-    add_obstacles(canvas, rng, inside, [('pond', 1), ('building', 2), ('tree', 10)], 18.0)
+    if obstacles:
+        add_obstacles(canvas, rng, inside, [('pond', 1), ('building', 2), ('tree', 10)], 18.0)
     return finish(canvas, 'field_pond', 'field', 25.0, DRONE_RADIUS, (395, 5), 6.0,
                   '400 x 300 m field, a pond, two buildings, trees')
 
 
-def field_trapezoid():
+def field_trapezoid(obstacles=True):
     rng = np.random.default_rng(24)
     canvas, inside = field_canvas(400, 400, (-200.0, -200.0),
                                   [(1, 1), (399, 1), (330, 399), (60, 399)])
-    add_obstacles(canvas, rng, inside, [('building', 3), ('tree', 10), ('mast', 2)], 15.0)
+    if obstacles:
+        add_obstacles(canvas, rng, inside, [('building', 3), ('tree', 10), ('mast', 2)], 15.0)
     return finish(canvas, 'field_trapezoid', 'field', 22.0, DRONE_RADIUS, (5, 5), 6.0,
                   'trapezoid 400 x 400 m, farm buildings (some turned), trees, a mast')
 
 
-def field_clumps():
+def field_clumps(obstacles=True):
     rng = np.random.default_rng(25)
     canvas, inside = field_canvas(252, 252, (0.0, -252.0),
                                   [(1, 1), (251, 1), (251, 251), (1, 251)])
-    add_obstacles(canvas, rng, inside, [('clump', 4), ('tree', 4)], 12.0)
+    if obstacles:
+        add_obstacles(canvas, rng, inside, [('clump', 4), ('tree', 4)], 12.0)
     return finish(canvas, 'field_clumps', 'field', 15.0, DRONE_RADIUS, (5, 245), 6.0,
                   '250 x 250 m meadow, tree clumps')
 
 
-def field_lshape():
+def field_lshape(obstacles=True):
     rng = np.random.default_rng(26)
     canvas, inside = field_canvas(382, 352, (-100.0, -50.0),
                                   [(1, 1), (381, 1), (381, 140), (180, 140), (160, 351),
                                    (1, 351)])
-    add_obstacles(canvas, rng, inside, [('pond', 1), ('mast', 3), ('tree', 4)], 15.0)
+    if obstacles:
+        add_obstacles(canvas, rng, inside, [('pond', 1), ('mast', 3), ('tree', 4)], 15.0)
     return finish(canvas, 'field_lshape', 'field', 20.0, DRONE_RADIUS, (5, 5), 6.0,
                   'concave L-shaped field 380 x 350 m, a pond, masts, trees')
 
@@ -429,6 +435,12 @@ MAPS = [room_living, room_office, room_lshape, room_two_rooms, room_hall, room_f
 
 def all_maps():
     return [make() for make in MAPS]
+
+
+def shape_only(name):
+    """The field `name` with its boundary and none of its obstacles (same swath, radius and
+    start): what the shape alone costs a planner."""
+    return globals()[name](obstacles=False)
 
 
 # ---------------------------------------------------------------------------- map_server

@@ -49,13 +49,14 @@ def test_straight_line_over_strip_covers_it():
     assert r['coverage_percent'] == pytest.approx(100.0)
     assert r['collision_m'] == 0.0
     assert r['path_length_m'] == pytest.approx(199 * RES)
-    assert r['ideal_length_m'] == pytest.approx(11 * 200 * RES * RES / 0.6)
-    assert r['length_ratio'] == pytest.approx(199 * RES / (11 * 200 * RES * RES / 0.6))
+    assert r['ideal_length_eroded_m'] == pytest.approx(11 * 200 * RES * RES / 0.6)
+    assert r['length_ratio_eroded'] == pytest.approx(199 * RES / (11 * 200 * RES * RES / 0.6))
     assert r['turns'] == 0 and r['total_rotation_deg'] == pytest.approx(0.0)
     assert r['unreachable_free_area_m2'] == 0.0
     # the floor: free rows 1..19, each within 4 cells (the radius) of the C-space rows 5..15
     assert r['floor_area_m2'] == pytest.approx(19 * 200 * RES * RES)
-    assert r['length_ratio_floor'] == pytest.approx(199 * RES * 0.6 / (19 * 200 * RES * RES))
+    assert r['ideal_length_m'] == pytest.approx(19 * 200 * RES * RES / 0.6)
+    assert r['length_ratio'] == pytest.approx(199 * RES * 0.6 / (19 * 200 * RES * RES))
 
 
 def test_narrow_swath_misses_the_edges():

@@ -883,8 +883,8 @@ def _insert_strips(seq, strips, start, limits=None):
     straight-line transit, flown a -> b or b -> a, and possibly followed by a run of the
     lanes flown backwards (a strip along an edge then leads into the lanes at their far end;
     each lane of the run is reversed, the run's inner transits keep their lengths). Cheapest
-    insertion, one strip at a time. limits: per strip, the most it may add (a strip that
-    would add more is left out)."""
+    insertion, one strip at a time. limits: per strip, the most it may add to the tour, its
+    own length included (a strip that would add more is left out)."""
     seq = list(seq)
     s0 = np.asarray(start, float)
     for k, (a, b) in enumerate(strips):
@@ -922,7 +922,7 @@ def _insert_strips(seq, strips, start, limits=None):
                 if total[h] < best[0] - 1e-9:
                     best = (float(total[h]), g, g + h + 1, (first, last), True)
         delta, g, h, piece, in_place = best
-        if limits is None or delta < limits[k]:
+        if limits is None or delta + math.hypot(b[0] - a[0], b[1] - a[1]) < limits[k]:
             seq[g:h] = [(y, x) for x, y in (seq[g:h] if in_place else seq[g:h][::-1])]
             seq.insert(g, piece)
     return seq

@@ -210,6 +210,99 @@ def test_a_missed_strip_is_flown_where_it_adds_least():
     assert out[1:] == seq
 
 
+def _tour_length(seq, start):
+    pts = [start] + [p for ab in seq for p in ab]
+    return float(sum(np.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(pts[:-1], pts[1:])))
+
+
+def _moves(seq, strip):
+    """Every tour _insert_strips may make of one strip: each gap g, both directions, the
+    lanes g..h-1 as they were, reversed as a run, or each flown the other way in place."""
+    flip = [(b, a) for a, b in seq]
+    for piece in (strip, strip[::-1]):
+        for g in range(len(seq) + 1):
+            yield seq[:g] + [piece] + seq[g:]
+            for h in range(g + 1, len(seq) + 1):
+                yield seq[:g] + [piece] + flip[g:h][::-1] + seq[h:]
+                yield seq[:g] + [piece] + flip[g:h] + seq[h:]
+
+
+@pytest.mark.parametrize('seed', range(30))
+def test_strip_insertion_finds_the_shortest_of_its_moves(seed):
+    from skyloc_coverage.planner import _insert_strips
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 7))
+    rows = np.sort(rng.choice(np.arange(2, 60), n, replace=False))
+    seq = []
+    for k, r in enumerate(rows):
+        x0, x1 = sorted(rng.integers(0, 60, 2) + np.array([0, 1]))
+        a, b = (x0 + 0.5, r + 0.5), (x1 + 0.5, r + 0.5)
+        seq.append((a, b) if k % 2 == 0 else (b, a))
+    r = int(rng.integers(0, 62))
+    x0, x1 = sorted(rng.integers(-5, 65, 2))
+    strip = ((x0 + 0.5, r + 0.5), (x1 + 0.5, r + 0.5))
+    start = (float(rng.uniform(0, 60)), float(rng.uniform(0, 60)))
+    out = _insert_strips(list(seq), [strip], start)
+    best = min(_tour_length(t, start) for t in _moves(seq, strip))
+    assert sorted(map(sorted, out)) == sorted(map(sorted, seq + [strip]))  # same pieces
+    assert _tour_length(out, start) == pytest.approx(best, abs=1e-6)
+    # a limit below what the strip adds leaves it out
+    plain = _tour_length(seq, start)
+    assert _insert_strips(list(seq), [strip], start, [best - plain - 1e-3]) == seq
+
+
+def test_a_strip_along_an_edge_leads_into_the_lanes_from_their_far_end():
+    from skyloc_coverage.planner import _insert_strips
+    # three lanes flown bottom-up from the start; a strip up the right edge is best flown
+    # first, then the lanes top-down (each reversed as a run): no way back down
+    seq = [((0.5, 0.5), (40.5, 0.5)), ((40.5, 10.5), (0.5, 10.5)),
+           ((0.5, 20.5), (40.5, 20.5))]
+    strip = ((45.5, 0.5), (45.5, 20.5))
+    out = _insert_strips(list(seq), [strip], (45.5, 0.5))
+    assert out[0] == strip
+    assert out[1] == ((40.5, 20.5), (0.5, 20.5))
+    assert _tour_length(out, (45.5, 0.5)) < _tour_length([strip] + seq, (45.5, 0.5)) - 30
+
+
+def test_a_sliver_beyond_a_lane_is_swept_from_just_beyond_the_lane():
+    from skyloc_coverage.planner import path_distance
+    # a lane on row 10 sweeps rows 0-20 (half swath 10); the sliver on rows 21-23, x 40-60.
+    # Through the sliver (row 22, x 40-60) the out-and-back is 2 x (12 + 20) = 64 cells; from
+    # nearer the lane the strip can be shorter too (the disc reaches further across)
+    free = np.ones((60, 100), bool)
+    lane = [[(0.5, 10.5), (99.5, 10.5)]]
+    dist = path_distance(free.shape, lane)
+    rr, cc = np.nonzero(np.zeros(free.shape, bool) | (
+        (np.arange(60)[:, None] >= 21) & (np.arange(60)[:, None] <= 23)
+        & (np.arange(100)[None] >= 40) & (np.arange(100)[None] <= 60)))
+    a, b = CoveragePlanner._shallow_strip(free, rr, cc, 10.0, dist)
+    assert a[1] == b[1] and 13.5 <= a[1] < 22.5
+    assert 2 * (dist[int(a[1]), int(a[0])] + (b[0] - a[0])) <= 32
+    # the strip's disc footprint reaches every cell of the sliver
+    d = np.min([np.hypot(np.clip(cc + 0.5, a[0], b[0]) - (cc + 0.5), a[1] - (rr + 0.5))],
+               axis=0)
+    assert d.max() <= 10.0
+    # a patch taller than a swath cannot be swept by one strip
+    tall = (np.arange(60)[:, None] >= 21) & (np.arange(100)[None] == 50)
+    rr, cc = np.nonzero(tall)
+    assert CoveragePlanner._shallow_strip(free, rr, cc, 10.0, dist) is None
+
+
+def test_a_detour_reaches_a_cell_round_a_staircase_corner():
+    from skyloc_coverage.planner import _visible_segment
+    from skyloc_coverage import gridpath
+    # a staircase boundary (free where col <= row); the target sits on the stair, the end of
+    # the last leg two cells off along the diagonal: the straight line runs through the
+    # stair's corners (not free), the way round them is a few cells. That leg is chosen,
+    # not the first one, straight in view but 16 cells away
+    free = np.tril(np.ones((40, 40), bool))
+    target = np.array([20.5, 20.5])
+    path = np.array([[2.5, 36.5], [20.5, 36.5], [22.5, 38.5], [22.5, 22.5]])
+    assert gridpath.path_free(free, [tuple(p) for p in path])
+    assert not gridpath.segment_free(free, (22.5, 22.5), (20.5, 20.5))
+    assert _visible_segment(free, path, target) == 2
+
+
 def test_a_near_goal_behind_a_wall_goes_through_the_narrow_door():
     from skyloc_coverage import gridpath
     # a wall with a 3-cell door near the two points and a wide opening far away: the fine
