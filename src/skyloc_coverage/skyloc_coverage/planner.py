@@ -25,11 +25,16 @@ computation on the transposed grid):
    joined straight when that is free, lanes bypass small obstacles on their row, transits
    between cells are A* legs (on a 4x coarser grid first when long) shortened by line of
    sight.
-5. What the footprint of the route still misses (dents in a cell's boundary, slanted edges)
-   is swept by strips along the rows: once as lanes of their own, each inserted into the
-   tour where it adds the least, and once as short out-and-back detours off the nearest leg;
-   the cheaper tour is kept (length + a turn cost). Every segment of the result is checked
-   exactly against the inflated grid: no part of the path enters it.
+5. What the footprint of the route still misses (dents in a cell's boundary, slanted edges,
+   the far side of a bypassed tree) is swept by strips along the rows. A patch one strip can
+   sweep gets the strip nearest the path that still reaches all of it (a sliver just beyond
+   a lane's swath is swept from just beyond the lane: the out-and-back is a few metres, not
+   twice the way to the sliver's middle). The strips are tried as lanes of their own, each
+   inserted into the tour where it adds the least (possibly with the lanes after it flown
+   the other way) when that beats its out-and-back, and as short out-and-back detours off
+   the nearest leg (reached round a corner when that is shorter); the cheaper tour is kept
+   (length + a turn cost). Every segment of the result is checked exactly against the
+   inflated grid: no part of the path enters it.
 
 Footprint: a disc of diameter ``swath_width`` around the path (the swept width of a camera
 footprint with side overlap, or of a ground robot's tool).
