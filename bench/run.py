@@ -563,7 +563,8 @@ def coverage_rows(cov):
     if shapes:
         rows.append("| coverage | fields: path length / ideal, with the obstacles / the same "
                     "boundary with none (informational: what the shape alone costs) | "
-                    + ', '.join(f"{name[6:]} {a:.3f} / {b:.3f}" for name, a, b in shapes)
+                    + ', '.join(f"{name.removeprefix('field_')} {a:.3f} / {b:.3f}"
+                                for name, a, b in shapes)
                     + " | - | - |")
     rows.append(f"| coverage | planning time (400 x 400 cells at most), max | "
                 f"{s['planning_time_s_max']:.2f} s | <= {g['planning_s']} s | "

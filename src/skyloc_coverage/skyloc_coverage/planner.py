@@ -157,8 +157,9 @@ def swept_mask(shape, polylines, half_width_cells, upsample=1):
 
 
 PHASES = 12        # lane lattice offsets tried per sweep direction
-SHALLOW = True
 NEAR_WAY = 8.0      # cells: a detour's foot this near its strip may reach it round a corner
+NEAR_WAY_EXPAND = 400   # cells the A* round that corner may expand
+RUN_MAX = 24        # lanes a strip insertion may fly the other way (besides all the rest)
 FINE_UPSAMPLE = 3   # the final footprint check: slanted legs measured to a sixth of a cell
 
 
@@ -421,9 +422,11 @@ class CoveragePlanner:
         dist = path_distance(todo.shape, [routes[k]])
         unswept = todo & (dist > half + 1e-6)
         if unswept.any():
+            tried = []
             for near in (None, dist):
                 strips = self._missed_strips(free, unswept, spacing, near, half)
-                if strips:
+                if strips and strips not in tried:
+                    tried.append(strips)
                     # a strip joins the tour only where that adds less than flying it out
                     # and back from the route (the detour pass sweeps the others)
                     routes.append(stitch(_insert_strips(seqs[k], strips, start,
@@ -719,8 +722,7 @@ class CoveragePlanner:
             if not n_unswept or (left is not None and n_unswept >= left):
                 break       # all swept, or the last round swept nothing more
             left = n_unswept
-            strips = self._missed_strips(free, unswept, spacing, dist if SHALLOW else None,
-                                         half)
+            strips = self._missed_strips(free, unswept, spacing, dist, half)
             if not strips:
                 break
             arr = np.asarray(pts, float)
@@ -748,6 +750,8 @@ class CoveragePlanner:
         strips, evenly spread through it."""
         strips = []
         if dist is not None:
+            if half is None:
+                raise ValueError('_missed_strips: dist needs half (the half swath, cells)')
             n, comp, stats, _ = cv2.connectedComponentsWithStats(unswept.astype(np.uint8),
                                                                  connectivity=8)
             rest = np.zeros(unswept.shape, bool)
@@ -777,8 +781,9 @@ class CoveragePlanner:
     @staticmethod
     def _shallow_strip(free, rr, cc, half, dist, margin=0.25):
         """The cheapest single strip along a row that sweeps every cell (rr, cc) of a patch:
-        for each row within a half swath of all of them, the shortest span of free cells
-        whose disc footprint (half swath less `margin` cells) reaches every cell; cost = twice
+        for each row within reach (half swath less `margin` cells) of all of them, the
+        shortest span of free cells whose disc footprint of that radius reaches every cell;
+        cost = twice
         (the distance from the path + the span), as the detour flies it out and back. None
         when no row can (a patch taller than a swath, or no free span)."""
         h, w = free.shape
@@ -801,7 +806,7 @@ class CoveragePlanner:
                 lo = hi = c0 + j
                 d = float(row_d[j])
             else:
-                if lo < 0 or hi >= w or not free[r, lo:hi + 1].all():
+                if not free[r, lo:hi + 1].all():
                     continue
                 d = float(np.min(dist[r, lo:hi + 1]))
             cost = 2.0 * (d + (hi - lo))
@@ -885,22 +890,26 @@ def _detour_costs(strips, dist):
 
 def _insert_strips(seq, strips, start, limits=None):
     """Each strip [(a, b)] inserted into the lane sequence where it adds the least
-    straight-line transit, flown a -> b or b -> a, and possibly followed by a run of the
-    lanes flown backwards (a strip along an edge then leads into the lanes at their far end;
-    each lane of the run is reversed, the run's inner transits keep their lengths). Cheapest
-    insertion, one strip at a time. limits: per strip, the most it may add to the tour, its
-    own length included (a strip that would add more is left out)."""
+    straight-line transit, flown a -> b or b -> a; cheapest insertion, one strip at a time.
+
+    Besides the plain insertion before lane g, the lanes g..h-1 after the strip may be flown
+    the other way (a strip along an edge then leads into the lanes at their far end): either
+    as a run reversed (each lane flipped, the order reversed: the run's inner transits keep
+    their lengths) or each lane flipped in place (the order kept: its inner transits join
+    the other ends). The run is up to RUN_MAX lanes long, or all the lanes after the strip.
+    limits: per strip, the most it may add to the tour, its own length included (a strip
+    that would add more is left out)."""
     seq = list(seq)
     s0 = np.asarray(start, float)
     for k, (a, b) in enumerate(strips):
         n = len(seq)
         ent = np.asarray([e for e, _ in seq], float).reshape(-1, 2)
         ext = np.vstack([s0[None], np.asarray([x for _, x in seq], float).reshape(-1, 2)])
-        old = np.append(np.hypot(*(ent - ext[:-1]).T), 0.0)       # gap g: ext[g] -> ent[g]
-        # after a reversed run g..h-1 comes entry h: |ent[g] - ent[h]|, nothing when h = n
-        nxt = np.hypot(*(ent[:, None, :] - ent[None, :, :]).transpose(2, 0, 1))
-        nxt = np.hstack([nxt[:, 1:], np.zeros((n, 1))]) if n else nxt   # [g, h - 1]
+        # old[g]: ext[g] -> ent[g], the link into lane g (ext[0] is the start; old[n] = 0)
+        old = np.append(np.hypot(*(ent - ext[:-1]).T), 0.0)
         flip = np.hypot(*(ent[:-1] - ext[2:]).T)     # entry i -> exit i+1, i = 0..n-2
+        # what flipping lanes g..h-1 in place changes inside the run: prefix[h-1] - prefix[g]
+        prefix = np.concatenate([[0.0], np.cumsum(flip - old[1:n])]) if n else np.zeros(1)
         after = np.append(np.hypot(*(ent[:-1] - ent[1:]).T), 0.0)   # entry h-1 -> entry h
         best = None
         for first, last in ((a, b), (b, a)):
@@ -913,19 +922,24 @@ def _insert_strips(seq, strips, start, limits=None):
                 best = (float(d[g]), g, g, (first, last), False)
             out = np.hypot(*(ext[1:] - np.asarray(last, float)).T)  # strip -> ext[h], h=1..n
             for g in range(n):
-                # run g..h-1 reversed, h = g+1..n: the links replaced are ext[g] -> ent[g]
-                # and ext[h] -> ent[h] (old[h], 0 at the end)
-                total = into[g] + out[g:] + nxt[g, g:] - old[g] - old[g + 1:]
-                h = int(np.argmin(total))
-                if total[h] < best[0] - 1e-9:
-                    best = (float(total[h]), g, g + h + 1, (first, last), False)
-                # run g..h-1 kept in order, each lane flown the other way: strip -> exit of
-                # g, ..., entry of item i -> exit of item i+1, ..., entry of h-1 -> entry h
-                inner = np.concatenate([[0.0], np.cumsum(flip[g:] - old[g + 1:n])])
-                total = (into[g] + out[g] - old[g] + inner + after[g:] - old[g + 1:])
-                h = int(np.argmin(total))
-                if total[h] < best[0] - 1e-9:
-                    best = (float(total[h]), g, g + h + 1, (first, last), True)
+                hs = np.arange(g + 1, min(n, g + RUN_MAX) + 1)      # the run is g..h-1
+                if hs[-1] != n:
+                    hs = np.append(hs, n)
+                # reversed: strip -> exit of h-1 (ext[h]), ..., entry of g -> entry of h
+                # (nothing at the end); replaced: ext[g] -> ent[g] and ext[h] -> ent[h]
+                nxt = np.where(hs < n, np.hypot(*(ent[np.minimum(hs, n - 1)] - ent[g]).T),
+                               0.0)
+                total = into[g] + out[hs - 1] + nxt - old[g] - old[hs]
+                m = int(np.argmin(total))
+                if total[m] < best[0] - 1e-9:
+                    best = (float(total[m]), g, int(hs[m]), (first, last), False)
+                # flipped in place: strip -> exit of g, ..., entry i -> exit i+1, ...,
+                # entry of h-1 -> entry of h
+                total = (into[g] + out[g] - old[g] + prefix[hs - 1] - prefix[g]
+                         + after[hs - 1] - old[hs])
+                m = int(np.argmin(total))
+                if total[m] < best[0] - 1e-9:
+                    best = (float(total[m]), g, int(hs[m]), (first, last), True)
         delta, g, h, piece, in_place = best
         if limits is None or delta + math.hypot(b[0] - a[0], b[1] - a[1]) < limits[k]:
             seq[g:h] = [(y, x) for x, y in (seq[g:h] if in_place else seq[g:h][::-1])]
@@ -1066,8 +1080,16 @@ def _visible_segment(free, arr, point, candidates=12):
         if gridpath.segment_free(free, f, target):
             way = float(np.hypot(f[0] - target[0], f[1] - target[1]))
         elif dist[i] <= NEAR_WAY:
-            leg = gridpath.connect(free, f, target)
-            way = math.inf if leg is None else gridpath.polyline_length(leg)
+            try:        # round a corner: a short, bounded search (a wall: not this leg)
+                cells = gridpath.astar(free, (int(f[0]), int(f[1])),
+                                       (int(target[0]), int(target[1])),
+                                       max_expand=NEAR_WAY_EXPAND)
+            except gridpath.SearchLimit:
+                continue
+            if cells is None:
+                continue
+            way = gridpath.polyline_length(gridpath.shortcut(
+                free, [f] + [gridpath.centre(c) for c in cells[1:-1]] + [target]))
         else:
             continue
         if way < best[0]:

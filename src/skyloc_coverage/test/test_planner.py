@@ -251,6 +251,26 @@ def test_strip_insertion_finds_the_shortest_of_its_moves(seed):
     assert _insert_strips(list(seq), [strip], start, [best - plain - 1e-3]) == seq
 
 
+def test_strip_insertion_into_nothing_and_of_one_point():
+    from skyloc_coverage.planner import _insert_strips
+    assert _insert_strips([], [((3.5, 4.5), (9.5, 4.5))], (0.5, 0.5)) == [
+        ((3.5, 4.5), (9.5, 4.5))]
+    seq = [((0.5, 0.5), (20.5, 0.5)), ((20.5, 10.5), (0.5, 10.5))]
+    point = ((22.5, 5.5), (22.5, 5.5))                    # on the turn between the lanes
+    assert _insert_strips(list(seq), [point], (0.5, 0.5)) == [seq[0], point, seq[1]]
+
+
+def test_long_lane_sequences_take_every_strip_once():
+    from skyloc_coverage.planner import _insert_strips
+    # 1000 lanes (a small swath over a big map), strips across the middle of the lanes
+    seq = [((0.5, r + 0.5), (399.5, r + 0.5)) if r % 2 == 0 else
+           ((399.5, r + 0.5), (0.5, r + 0.5)) for r in range(1000)]
+    strips = [((200.5 + k, 1000.5 + k), (210.5 + k, 1000.5 + k)) for k in range(5)]
+    out = _insert_strips(list(seq), strips, (0.5, 0.5))
+    assert len(out) == 1005
+    assert sorted(map(sorted, out)) == sorted(map(sorted, seq + strips))
+
+
 def test_a_strip_along_an_edge_leads_into_the_lanes_from_their_far_end():
     from skyloc_coverage.planner import _insert_strips
     # three lanes flown bottom-up from the start; a strip up the right edge is best flown
