@@ -196,10 +196,13 @@ def test_fix_from_descriptors_and_bad_input_survived(tmp_path, data):
                                                        drv.values('imu_gaps')[-1:])
         assert drv.poses[-1].pose.covariance[0] > std_before
         # (two valid results go one state up; under load the timer's blackout check may have
-        # taken it down to LOST before the first, so up to six queries)
+        # taken it down to LOST before the first, so up to six queries. Each query is waited
+        # for (its probability map): queries that pile up while one runs are stale, and only
+        # the newest of them is run; one CI run stayed DEGRADED that way)
         for k in range(6):
             drv.query(data, 25.0 + k, *truth)
             drv.sensors(25.0 + k, 1.0)
+            drv.wait_until(lambda: drv.maps[-1].header.stamp.sec >= 25 + k, 5.0)
             drv.spin(0.3)
             if k >= 2 and drv.values('state')[-1] == 'OK':
                 break
