@@ -280,7 +280,7 @@ class CoveragePlanner:
             # only the swath can sweep, and cells just beyond half a swath off a slanted leg
             # (the routing's raster draws it up to half a cell off; this one a sixth). The
             # independent evaluator found 3-6 such cells per furnished room.
-            band = self._margin_band(grid, area, free, covered)
+            band = self._margin_band(grid, area, free, covered, half)
             pts, extra = self._detours(free, todo | band, list(pts), half,
                                        self._lane_spacing(res), upsample=FINE_UPSAMPLE)
             info = dict(info, detours=info['detours'] + extra)
@@ -676,12 +676,25 @@ class CoveragePlanner:
                 break
         return out
 
-    def _margin_band(self, grid, area, free, covered):
-        """Cells of the vehicle's C-space (obstacles inflated by the radius alone) next to
-        the reachable free cells that the path's margin keeps it out of."""
+    def _margin_band(self, grid, area, free, covered, half=None):
+        """Cells of the vehicle's C-space (obstacles inflated by the radius alone) that the
+        path's margin keeps it out of: those of the C-space's parts (8-connected) that hold
+        reachable free cells, and within the half swath (cells) of a free cell, where a
+        strip can sweep them (a thin corridor that the margin closes, between a wall and
+        furniture, is swept from its ends); without `half`, those next to free cells."""
         exact = ~blocked_mask(grid, self.radius, self.unknown_is_free, area, margin=0.0)
-        near = cv2.dilate(free.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
-        band = exact & ~free & near.astype(bool)
+        if half is None:
+            near = cv2.dilate(free.astype(np.uint8), np.ones((3, 3), np.uint8),
+                              iterations=2).astype(bool)
+        else:
+            n, comp = cv2.connectedComponents(exact.astype(np.uint8), connectivity=8)
+            parts = np.zeros(n, bool)
+            parts[np.unique(comp[free])] = True
+            parts[0] = False
+            dist = cv2.distanceTransform(np.where(free, 0, 255).astype(np.uint8),
+                                         cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            near = parts[comp] & (dist <= half - 0.25)
+        band = exact & ~free & near
         if covered is not None:
             band &= ~np.asarray(covered, bool)
         return band

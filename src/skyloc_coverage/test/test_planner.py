@@ -323,6 +323,34 @@ def test_a_detour_reaches_a_cell_round_a_staircase_corner():
     assert _visible_segment(free, path, target) == 2
 
 
+def test_a_corridor_the_margin_closes_is_swept_from_its_ends():
+    # a wall (rows 0-2) and a table (rows 12-30, cols 60-100) leave one row of C-space
+    # between them (row 7: 5 cells from both, the radius is 4.8); the planner's quarter-cell
+    # margin closes it. Its cells within reach of the open floor at either end are swept
+    occ = np.zeros((60, 160), bool)
+    occ[:3], occ[-3:], occ[:, :3], occ[:, -3:] = True, True, True, True
+    occ[12:31, 60:101] = True
+    grid = grid_of(occ, res=0.05, origin=(0.0, 0.0))
+    radius, width = 0.24, 1.0
+    plan = CoveragePlanner(width, radius).plan(grid, (1.5, 2.5))
+    corridor = ~blocked_by(occ, 0.05, radius)
+    corridor[:, :60] = False
+    corridor[:, 101:] = False
+    corridor[8:] = False
+    assert corridor.sum() > 30 and not (~plan.blocked & corridor).any()   # closed
+    free = ~plan.blocked
+    near = ndimage.distance_transform_edt(~free) <= width / 2 / 0.05 - 0.25
+    rows, cols = np.nonzero(corridor & near)
+    assert len(rows) >= 4                 # a few cells at each end are within reach
+    pts = np.stack([(cols + 0.5) * 0.05, (rows + 0.5) * 0.05], 1)
+    path = np.asarray(plan.path)
+    a, b = path[:-1], path[1:]
+    for p in pts:
+        d = b - a
+        t = np.clip(((p - a) * d).sum(1) / np.maximum((d * d).sum(1), 1e-12), 0, 1)
+        assert np.hypot(*(a + t[:, None] * d - p).T).min() <= width / 2 + 1e-9, p
+
+
 def test_a_near_goal_behind_a_wall_goes_through_the_narrow_door():
     from skyloc_coverage import gridpath
     # a wall with a 3-cell door near the two points and a wide opening far away: the fine
