@@ -272,8 +272,12 @@ def connect(free, p0, p1):
             if pts is not None:
                 return pts
             cells = astar(free, a, b)
-    if cells is None:
-        return None
+    return None if cells is None else polyline_of(free, cells, p0, p1)
+
+
+def polyline_of(free, cells, p0, p1):
+    """An A* cell path as a polyline from p0 to p1 through the cell centres between,
+    shortened by line of sight."""
     pts = [centre(c) for c in cells]
     pts[0], pts[-1] = p0, p1
     return shortcut(free, pts)

@@ -424,7 +424,7 @@ class CoveragePlanner:
         if unswept.any():
             tried = []
             for near in (None, dist):
-                strips = self._missed_strips(free, unswept, spacing, near, half)
+                strips = self._missed_strips(free, unswept, spacing, half, near)
                 if strips and strips not in tried:
                     tried.append(strips)
                     # a strip joins the tour only where that adds less than flying it out
@@ -676,25 +676,20 @@ class CoveragePlanner:
                 break
         return out
 
-    def _margin_band(self, grid, area, free, covered, half=None):
+    def _margin_band(self, grid, area, free, covered, half):
         """Cells of the vehicle's C-space (obstacles inflated by the radius alone) that the
         path's margin keeps it out of: those of the C-space's parts (8-connected) that hold
         reachable free cells, and within the half swath (cells) of a free cell, where a
         strip can sweep them (a thin corridor that the margin closes, between a wall and
-        furniture, is swept from its ends); without `half`, those next to free cells."""
+        furniture, is swept from its ends)."""
         exact = ~blocked_mask(grid, self.radius, self.unknown_is_free, area, margin=0.0)
-        if half is None:
-            near = cv2.dilate(free.astype(np.uint8), np.ones((3, 3), np.uint8),
-                              iterations=2).astype(bool)
-        else:
-            n, comp = cv2.connectedComponents(exact.astype(np.uint8), connectivity=8)
-            parts = np.zeros(n, bool)
-            parts[np.unique(comp[free])] = True
-            parts[0] = False
-            dist = cv2.distanceTransform(np.where(free, 0, 255).astype(np.uint8),
-                                         cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-            near = parts[comp] & (dist <= half - 0.25)
-        band = exact & ~free & near
+        n, comp = cv2.connectedComponents(exact.astype(np.uint8), connectivity=8)
+        parts = np.zeros(n, bool)
+        parts[np.unique(comp[free])] = True
+        parts[0] = False
+        dist = cv2.distanceTransform(np.where(free, 0, 255).astype(np.uint8),
+                                     cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        band = exact & ~free & parts[comp] & (dist <= half - 0.25)
         if covered is not None:
             band &= ~np.asarray(covered, bool)
         return band
@@ -735,7 +730,7 @@ class CoveragePlanner:
             if not n_unswept or (left is not None and n_unswept >= left):
                 break       # all swept, or the last round swept nothing more
             left = n_unswept
-            strips = self._missed_strips(free, unswept, spacing, dist, half)
+            strips = self._missed_strips(free, unswept, spacing, half, dist)
             if not strips:
                 break
             arr = np.asarray(pts, float)
@@ -753,18 +748,16 @@ class CoveragePlanner:
                 detours += 1
         return pts, detours
 
-    def _missed_strips(self, free, unswept, spacing, dist=None, half=None):
+    def _missed_strips(self, free, unswept, spacing, half, dist=None):
         """Strips (pairs of cell-centre points along a row) that sweep the unswept cells.
 
-        With `dist` (each cell's distance to the path, cells) and `half` (the half swath): a
+        With `dist` (each cell's distance to the path, cells; `half`: the half swath): a
         patch one strip can sweep gets the strip nearest the path that still reaches all of
         it (:meth:`_shallow_strip`: a sliver just beyond a lane's swath is swept from just
         beyond the lane, not from its middle). Every other patch gets ceil(height / spacing)
         strips, evenly spread through it."""
         strips = []
         if dist is not None:
-            if half is None:
-                raise ValueError('_missed_strips: dist needs half (the half swath, cells)')
             n, comp, stats, _ = cv2.connectedComponentsWithStats(unswept.astype(np.uint8),
                                                                  connectivity=8)
             rest = np.zeros(unswept.shape, bool)
@@ -1101,8 +1094,7 @@ def _visible_segment(free, arr, point, candidates=12):
                 continue
             if cells is None:
                 continue
-            way = gridpath.polyline_length(gridpath.shortcut(
-                free, [f] + [gridpath.centre(c) for c in cells[1:-1]] + [target]))
+            way = gridpath.polyline_length(gridpath.polyline_of(free, cells, f, target))
         else:
             continue
         if way < best[0]:

@@ -108,6 +108,7 @@ class EmbedderNode(Node):
         self.baro_reference = None
         self.intrinsics = None
         self.last_query_stamp = None
+        self._problem_logged = {}      # kind of problem -> when it was last logged
         self.stats = {'received': 0, 'embedded': 0, 'dropped': 0, 'skipped': 0,
                       'latency_ms': [], 'last_problem': '', 'level': DiagnosticStatus.OK}
         self.pipeline = None
@@ -195,11 +196,8 @@ class EmbedderNode(Node):
         self.stats['level'] = max(self.stats['level'], level)
         kind = ''.join(c for c in text.split(':')[0] if not c.isdigit())
         now = time.monotonic()
-        logged = getattr(self, '_problem_logged', None)
-        if logged is None:
-            logged = self._problem_logged = {}
-        if now - logged.get(kind, -math.inf) >= self.PROBLEM_LOG_PERIOD_S:
-            logged[kind] = now
+        if now - self._problem_logged.get(kind, -math.inf) >= self.PROBLEM_LOG_PERIOD_S:
+            self._problem_logged[kind] = now
             self.get_logger().warning(text)
 
     def _on_info(self, msg):
