@@ -351,6 +351,79 @@ def test_a_corridor_the_margin_closes_is_swept_from_its_ends():
         assert np.hypot(*(a + t[:, None] * d - p).T).min() <= width / 2 + 1e-9, p
 
 
+def _exact_distance(px, py, path):
+    """Brute force: each point's distance to the polyline (independent of the planner)."""
+    best = np.full(len(px), np.inf)
+    for (ax, ay), (bx, by) in zip(path[:-1], path[1:]):
+        dx, dy = bx - ax, by - ay
+        t = np.clip(((px - ax) * dx + (py - ay) * dy) / max(dx * dx + dy * dy, 1e-12), 0, 1)
+        best = np.minimum(best, np.hypot(px - ax - t * dx, py - ay - t * dy))
+    return best
+
+
+def _polyline_length(path):
+    return float(np.hypot(*np.diff(np.asarray(path, float), axis=0).T).sum())
+
+
+def test_tighten_pulls_a_corner_straight_and_keeps_one_that_sweeps():
+    from skyloc_coverage.planner import _tighten
+    free = np.ones((60, 100), bool)
+    keep = np.zeros_like(free)
+    keep[21:40, 10:91] = True          # rows 21-39 along the lane on row 30
+    # a lane on row 30 with a needless dent at x 50 (a corner that sweeps nothing of its
+    # own), then a lane end at x 90.5 and a way up: that corner sweeps the end of the lane
+    path = [(10.5, 30.5), (50.5, 33.5), (90.5, 30.5), (90.5, 50.5)]
+    out, dropped = _tighten(free, keep, list(path), 10.0)
+    assert dropped == 1 and (50.5, 33.5) not in out
+    assert (90.5, 30.5) in out
+    assert _polyline_length(out) == pytest.approx(100.0)
+    # an obstacle in the chord: the dent stays (moved toward the chord, not through it)
+    free[30:32, 48:53] = False
+    out, _ = _tighten(free, keep, list(path), 10.0)
+    assert len(out) == 4 and out[1] != (10.5, 30.5)
+    from skyloc_coverage import gridpath
+    assert gridpath.path_free(free, out)
+
+
+def test_tighten_never_loses_a_swept_cell_nor_enters_an_obstacle():
+    """Property test on random maps and random zig-zag paths: after _tighten every `keep`
+    cell the path swept (exact centre-to-segment distance) is still swept, the path is
+    still free, and it is no longer."""
+    from skyloc_coverage.planner import _tighten
+    from skyloc_coverage import gridpath
+    rng = np.random.default_rng(7)
+    shortened = 0
+    for trial in range(40):
+        free = np.ones((50, 70), bool)
+        for _ in range(rng.integers(0, 6)):
+            r, c = rng.integers(0, 45), rng.integers(0, 65)
+            free[r:r + rng.integers(2, 6), c:c + rng.integers(2, 6)] = False
+        keep = free & (rng.random(free.shape) < 0.9)
+        half = float(rng.uniform(2.0, 8.0))
+        # a random walk through free cell centres, each step a free segment
+        cells = np.argwhere(free)
+        r, c = cells[rng.integers(len(cells))]
+        path = [(c + 0.5, r + 0.5)]
+        for _ in range(60):
+            r2, c2 = cells[rng.integers(len(cells))]
+            q = (c2 + 0.5, r2 + 0.5)
+            if np.hypot(q[0] - path[-1][0], q[1] - path[-1][1]) < 15 and \
+                    gridpath.segment_free(free, path[-1], q):
+                path.append(q)
+        if len(path) < 3:
+            continue
+        rr, cc = np.nonzero(keep)
+        before = _exact_distance(cc + 0.5, rr + 0.5, np.asarray(path)) <= half
+        out, _ = _tighten(free, keep, list(path), half)
+        after = _exact_distance(cc + 0.5, rr + 0.5, np.asarray(out)) <= half
+        assert not (before & ~after).any(), f'trial {trial}: swept cells lost'
+        assert gridpath.path_free(free, out), f'trial {trial}: enters an obstacle'
+        assert out[0] == path[0] and out[-1] == path[-1]
+        assert _polyline_length(out) <= _polyline_length(path) + 1e-9
+        shortened += _polyline_length(out) < _polyline_length(path) - 1e-6
+    assert shortened >= 10
+
+
 def test_a_near_goal_behind_a_wall_goes_through_the_narrow_door():
     from skyloc_coverage import gridpath
     # a wall with a 3-cell door near the two points and a wide opening far away: the fine
