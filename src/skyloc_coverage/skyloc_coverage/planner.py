@@ -294,13 +294,13 @@ class CoveragePlanner:
             # only the swath can sweep, and cells just beyond half a swath off a slanted leg
             # (the routing's raster draws it up to half a cell off; this one a sixth). The
             # independent evaluator found 3-6 such cells per furnished room.
-            band = self._margin_band(grid, area, free, covered, half)
+            band, parts = self._margin_band(grid, area, free, covered, half)
             pts, extra = self._detours(free, todo | band, list(pts), half,
                                        self._lane_spacing(res), upsample=FINE_UPSAMPLE)
             info = dict(info, detours=info['detours'] + extra)
         if todo.any() and tighten:
             # the corners that sweep nothing of their own pulled straight (exact distances)
-            pts, _ = _tighten(free, todo | band, pts, half)
+            pts, _ = _tighten(free, todo | parts, pts, half)
         if not gridpath.path_free(free, pts):     # the guarantee; never expected to fire
             raise PlanningError('internal error: planned path crosses the inflated grid')
         pts = gridpath.simplify(pts)
@@ -702,7 +702,8 @@ class CoveragePlanner:
         path's margin keeps it out of: those of the C-space's parts (8-connected) that hold
         reachable free cells, and within the half swath (cells) of a free cell, where a
         strip can sweep them (a thin corridor that the margin closes, between a wall and
-        furniture, is swept from its ends)."""
+        furniture, is swept from its ends). Returns (band, every cell of those parts not
+        covered yet: what the path may sweep by chance and _tighten keeps swept)."""
         exact = ~blocked_mask(grid, self.radius, self.unknown_is_free, area, margin=0.0)
         n, comp = cv2.connectedComponents(exact.astype(np.uint8), connectivity=8)
         parts = np.zeros(n, bool)
@@ -710,10 +711,10 @@ class CoveragePlanner:
         parts[0] = False
         dist = cv2.distanceTransform(np.where(free, 0, 255).astype(np.uint8),
                                      cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        band = exact & ~free & parts[comp] & (dist <= half - 0.25)
+        reach = exact & parts[comp]
         if covered is not None:
-            band &= ~np.asarray(covered, bool)
-        return band
+            reach &= ~np.asarray(covered, bool)
+        return reach & ~free & (dist <= half - 0.25), reach
 
     @staticmethod
     def _onto_free(free, missed):
@@ -757,10 +758,14 @@ class CoveragePlanner:
             arr = np.asarray(pts, float)
             placed = []
             for a, b in strips:
-                placed.append((_visible_segment(free, arr, a), a, b))
-            # insert from the end so that earlier indices stay valid
-            placed.sort(key=lambda t: -t[0])
-            for i, a, b in placed:
+                i = _visible_segment(free, arr, a)
+                t = _foot_param(arr[i], arr[min(i + 1, len(arr) - 1)], a)
+                placed.append((i, t, a, b))
+            # insert from the end so that earlier indices stay valid; detours off one leg
+            # from its far end back (each goes in right after the leg's start), so that they
+            # follow each other along the leg instead of zig-zagging up and down it
+            placed.sort(key=lambda e: (-e[0], -e[1]))
+            for i, _, a, b in placed:
                 piece = self._strip_detour(free, pts[i], pts[i + 1] if i + 1 < len(pts)
                                            else None, a, b)
                 if piece is None:
@@ -862,11 +867,8 @@ class CoveragePlanner:
         over the strip and back to the same foot; the leg itself is still flown whole."""
         if q is None:
             q = p
-        d = np.subtract(q, p)
-        length2 = float(d @ d)
-        t = 0.0 if length2 < 1e-12 else float(np.clip(np.dot(np.subtract(a, p), d) / length2,
-                                                      0.0, 1.0))
-        foot = (math.floor(p[0] + t * d[0]) + 0.5, math.floor(p[1] + t * d[1]) + 0.5)
+        f = _foot(p, q, a)
+        foot = (math.floor(f[0]) + 0.5, math.floor(f[1]) + 0.5)
         out = []
         # the foot is snapped to a cell centre, off a slanted leg: rejoin q through connect
         for x, y in ((p, foot), (foot, a), (a, b), (b, a), (a, foot), (foot, q)):
@@ -1193,13 +1195,18 @@ def _tighten(free, keep, pts, half, passes=2):
     return pts, dropped
 
 
-def _foot(a, b, v):
-    """The point of segment a-b nearest v."""
+def _foot_param(a, b, v):
+    """Where along segment a-b (0 at a, 1 at b) the point nearest v lies."""
     d = (b[0] - a[0], b[1] - a[1])
     length2 = d[0] * d[0] + d[1] * d[1]
-    t = 0.0 if length2 < 1e-12 else min(1.0, max(0.0, ((v[0] - a[0]) * d[0]
-                                                       + (v[1] - a[1]) * d[1]) / length2))
-    return (a[0] + t * d[0], a[1] + t * d[1])
+    return 0.0 if length2 < 1e-12 else min(1.0, max(0.0, ((v[0] - a[0]) * d[0]
+                                                          + (v[1] - a[1]) * d[1]) / length2))
+
+
+def _foot(a, b, v):
+    """The point of segment a-b nearest v."""
+    t = _foot_param(a, b, v)
+    return (a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]))
 
 
 def _still_swept(keep, a, v, b, half, seg_a, seg_b, alive, removed, h, w, chord=None,

@@ -351,6 +351,25 @@ def test_a_corridor_the_margin_closes_is_swept_from_its_ends():
         assert np.hypot(*(a + t[:, None] * d - p).T).min() <= width / 2 + 1e-9, p
 
 
+def test_detours_off_one_leg_follow_each_other_along_it():
+    # one lane on row 10 (half swath 5: rows 5-15 swept) and three missed patches beyond its
+    # swath at x 70, 20 and 45 (found in that order): the detours go out from the lane in
+    # the order of their feet along it, the lane is never flown back
+    free = np.ones((40, 100), bool)
+    todo = np.zeros_like(free)
+    todo[5:16, :] = True
+    for x in (70, 20, 45):
+        todo[22:24, x:x + 3] = True
+    planner = CoveragePlanner(swath_width=10.0)
+    lane = [(0.5, 10.5), (99.5, 10.5)]
+    pts, detours = planner._detours(free, todo, list(lane), 5.0, 10)
+    assert detours == 3
+    on_lane = [x for x, y in pts if y == 10.5]
+    assert on_lane == sorted(on_lane)
+    # the lane once, and each patch out and back (about 2 x 8 rows, plus its width)
+    assert _polyline_length(pts) < 99.0 + 3 * (2 * 8 + 2 * 3) + 6
+
+
 def _exact_distance(px, py, path):
     """Brute force: each point's distance to the polyline (independent of the planner)."""
     best = np.full(len(px), np.inf)
