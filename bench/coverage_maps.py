@@ -429,8 +429,24 @@ def field_lshape(obstacles=True):
                   'concave L-shaped field 380 x 350 m, a pond, masts, trees')
 
 
+def field_turned(obstacles=True):
+    """A field whose sides are not along the map axes (the common case for a survey polygon
+    given in lat/lon): a sweep along x or y crosses every side at a slant."""
+    rng = np.random.default_rng(27)
+    a = math.radians(30.0)
+    corners = [(200 + u * math.cos(a) - v * math.sin(a), 150 + u * math.sin(a) + v * math.cos(a))
+               for u, v in ((-140, -90), (140, -90), (140, 90), (-140, 90))]
+    canvas, inside = field_canvas(400, 300, (-200.0, -150.0), corners)
+    if obstacles:
+        add_obstacles(canvas, rng, inside, [('tree', 8), ('building', 1)], 15.0)
+    start = (corners[0][0] + 8.0, corners[0][1] + 8.0)
+    return finish(canvas, 'field_turned', 'field', 20.0, DRONE_RADIUS, start, 6.0,
+                  '280 x 180 m field turned 30 deg to the map axes, trees, a barn')
+
+
 MAPS = [room_living, room_office, room_lshape, room_two_rooms, room_hall, room_flat,
-        field_rect, field_pentagon, field_pond, field_trapezoid, field_clumps, field_lshape]
+        field_rect, field_pentagon, field_pond, field_trapezoid, field_clumps, field_lshape,
+        field_turned]
 
 
 def all_maps():

@@ -46,8 +46,11 @@ PARAMETERS = [
     ('map_yaml', '', 'Georeferenced map YAML whose datum converts area_latlon'),
     ('pose_topic', '/skyloc/odometry', 'nav_msgs/Odometry of the vehicle in the map frame'),
     ('unknown_is_free', True, 'Plan through cells the map has not observed yet'),
-    ('directions', [0.0, 90.0], 'Sweep directions tried (0 = lanes along x, 90 = along y); the '
-     'shorter plan is kept'),
+    ('directions', [0.0, 90.0], 'Sweep directions tried, degrees from the map x axis (0 = lanes '
+     'along x, 90 = along y, any other angle on the grid turned by it); the cheapest plan '
+     '(length + a turn cost) is kept'),
+    ('edge_directions', True, 'Also try lanes along and across the longest sides of the '
+     "area's outline (a field that is not aligned with the map axes)"),
     ('replan', True, 'Replan the remainder when new obstacles touch the remaining path'),
     ('min_new_cells', 2, 'A /map/changes message with fewer newly occupied cells (LIDAR noise) '
      'does not trigger a replan check'),
@@ -86,7 +89,8 @@ class CoverageNode(Node):
                      * (1.0 - float(p['side_overlap'])))
         self.planner = CoveragePlanner(width, float(p['radius']),
                                        unknown_is_free=bool(p['unknown_is_free']),
-                                       directions=tuple(p['directions']))
+                                       directions=tuple(p['directions']),
+                                       edge_directions=bool(p['edge_directions']))
         self.area, self.no_fly = self._survey_polygons(p)
         self.diag = Diagnostics(self, 'coverage: planner')
         self.grid = None
@@ -222,7 +226,8 @@ class CoverageNode(Node):
                 if 2 * int(plan.todo.sum()) < missing and squeeze < 1.0:   # mostly cut off
                     tight = CoveragePlanner(
                         planner.swath_width, planner.radius * max(0.0, squeeze),
-                        unknown_is_free=planner.unknown_is_free, directions=planner.directions)
+                        unknown_is_free=planner.unknown_is_free, directions=planner.directions,
+                        edge_directions=planner.edge_directions)
                     tight.last_direction = planner.last_direction
                     squeezed = tight.replan(grid, start, covered=covered, area=self.area_mask)
                     if squeezed.todo.sum() > plan.todo.sum():
