@@ -977,15 +977,19 @@ class CoveragePlanner:
         over the strip and back to the same foot; the leg itself is still flown whole."""
         if q is None:
             q = p
-        f = _foot(p, q, a)
-        foot = (math.floor(f[0]) + 0.5, math.floor(f[1]) + 0.5)
+        # the foot on the leg itself (a leg is free, so are its parts): a foot snapped to a
+        # cell centre would bend a slanted lane by up to half a cell along its whole length
+        foot = _foot(p, q, a)
         out = []
-        # the foot is snapped to a cell centre, off a slanted leg: rejoin q through connect
         for x, y in ((p, foot), (foot, a), (a, b), (b, a), (a, foot), (foot, q)):
-            leg = gridpath.connect(free, x, y)
+            if x == y:
+                continue
+            leg = _free_leg(free, x, y)
             if leg is None:
                 return None
             out.extend(leg[1:])
+        if not out or out[-1] != q:
+            return None
         out.pop()           # q itself follows in the path
         return out
 
