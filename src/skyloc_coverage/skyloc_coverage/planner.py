@@ -209,7 +209,7 @@ RUN_MAX = 24        # lanes a strip insertion may fly the other way (besides all
 RELAX = (0.125, 0.25, 0.5)   # how far a corner that must stay is tried toward its chord
 FINE_UPSAMPLE = 3   # the final footprint check: slanted legs measured to a sixth of a cell
 TIGHT_SLACK = 0.2   # cells: what _tighten keeps swept stays this far inside the half swath
-#                     (the raster checks, FINE_UPSAMPLE, still see it swept)
+#                     (the routing's raster checks of a later replan still see it swept)
 
 
 class CoveragePlanner:
@@ -363,8 +363,9 @@ class CoveragePlanner:
             # a last detour pass for what the routing's checks cannot see: cells of the
             # C-space that the path's safety margin (a quarter cell) keeps it out of, which
             # only the swath can sweep, and cells just beyond half a swath off a slanted leg
-            # (the routing's raster draws it up to half a cell off; this one a sixth). The
-            # independent evaluator found 3-6 such cells per furnished room.
+            # (the routing's raster draws it up to half a cell off; this pass measures the
+            # cells near the swath's edge exactly). The independent evaluator found 3-6 such
+            # cells per furnished room.
             band, parts = self._margin_band(grid, area, free, covered, half)
             pts, extra = self._detours(free, todo | band, list(pts), half,
                                        self._lane_spacing(res), upsample=FINE_UPSAMPLE,
