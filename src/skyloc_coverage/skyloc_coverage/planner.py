@@ -208,7 +208,7 @@ NEAR_WAY_EXPAND = 400   # cells the A* round that corner may expand
 RUN_MAX = 24        # lanes a strip insertion may fly the other way (besides all the rest)
 RELAX = (0.125, 0.25, 0.5)   # how far a corner that must stay is tried toward its chord
 FINE_UPSAMPLE = 3   # the final footprint check: slanted legs measured to a sixth of a cell
-TIGHT_SLACK = 0.2   # cells: what _tighten keeps swept stays this far inside the half swath
+TIGHT_SLACK = 0.05  # cells: what _tighten keeps swept stays this far inside the half swath
 #                     (the routing's raster checks of a later replan still see it swept)
 
 
