@@ -38,8 +38,8 @@ step 7):
 6. The chosen path's corners are pulled straight where that loses nothing: a vertex is
    dropped, or moved toward the chord of its neighbours, when the new segments are free and
    every cell the old ones swept is still within the half swath (exact centre-to-segment
-   distances, with a fifth of a cell to spare so that the raster checks agree): A* staircase
-   corners, the return leg of an out-and-back strip (0.1-2% shorter on the bench maps).
+   distances, with a twentieth of a cell to spare): A* staircase corners, the return leg
+   of an out-and-back strip (0.1-2% shorter on the bench maps).
    Every segment of the result is checked exactly against the inflated grid: no part of the
    path enters it.
 7. Directions: 0 and 90 degrees, and (edge_directions) along the longest sides of the area's
@@ -49,7 +49,7 @@ step 7):
    teeth that would split a row into runs; holes kept as they are), the path turned back,
    its legs checked on the real grid (A* where one clips a blocked cell) and what it misses
    there swept by detours measured exactly, before the plans are compared. A 300 x 200 m
-   field turned 10-45 degrees to the map axes: 1.035-1.041 x the ideal, as when aligned
+   field turned 10-45 degrees to the map axes: 1.034-1.038 x the ideal, as when aligned
    (1.039), against 1.13-1.17 with the axis directions alone.
 
 Footprint: a disc of diameter ``swath_width`` around the path (the swept width of a camera
