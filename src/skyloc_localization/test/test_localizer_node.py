@@ -136,9 +136,13 @@ def test_fix_from_descriptors_and_bad_input_survived(tmp_path, data):
         drv.spin(0.3)
         drv.sensors(1.0, 2.0)
         truth = (30.0, -20.0)
-        for k in range(4):                              # hover, one query a second
+        # hover, one query a second, each waited for (its probability map): under load
+        # queries that pile up while one runs are stale and only the newest is run, and one
+        # CI run got a single fix (sqrt(covariance) 18.4 m)
+        for k in range(4):
             drv.query(data, 3.0 + k, *truth)
             drv.sensors(3.0 + k, 1.0)
+            drv.wait_until(lambda: drv.maps and drv.maps[-1].header.stamp.sec >= 3 + k, 10.0)
             drv.spin(0.3)
         assert drv.wait_until(lambda: drv.maps, 10.0)
         drv.sensors(7.0, 0.5)
